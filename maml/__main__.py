@@ -1,0 +1,3 @@
+from maml.cli import main
+
+main()

@@ -1,0 +1,42 @@
+"""The Python API: load, parse, validate, run. See DESIGN.md §1."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from maml.document.model import Diagnostic, Document
+    from maml.runtime.result import RunResult
+
+
+def parse(text: str | bytes, path: str | None = None) -> Document:
+    """Parse a document from text. Never raises on content: problems are in `.diagnostics`."""
+    from maml.document.parser import parse as _parse
+
+    return _parse(text, path=path)
+
+
+def load(path: str | os.PathLike[str]) -> Document:
+    """Read and parse a document file (I/O errors raise; content problems never do)."""
+    from maml.document.parser import parse_file
+
+    return parse_file(os.fspath(path))
+
+
+def validate(doc: Document | str | os.PathLike[str]) -> list[Diagnostic]:
+    """Every diagnostic for a document: parse problems, schema errors, semantic checks."""
+    from maml.document.validate import validate as _validate
+
+    if not hasattr(doc, "blocks"):
+        doc = load(doc)  # type: ignore[arg-type]
+    return _validate(doc)  # type: ignore[arg-type]
+
+
+def run(doc: Document | str | os.PathLike[str], **options: Any) -> RunResult:
+    """Run a document's pipeline; options as `maml.runtime.run_document` documents them."""
+    from maml.runtime.api import run_document
+
+    if not hasattr(doc, "blocks"):
+        doc = load(doc)  # type: ignore[arg-type]
+    return run_document(doc, **options)  # type: ignore[arg-type]

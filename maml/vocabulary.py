@@ -1,0 +1,92 @@
+"""The words documents use: error classes, recovery actions, durations, sizes, devices.
+
+Shared by the validator (which reports unknown words with their line) and the runtime
+(which acts on them); kept here, import-light, so neither depends on the other.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: DESIGN §4. Classes that are never retried come last.
+ERROR_CLASSES: tuple[str, ...] = (
+    "oom", "cuda_error", "device_unavailable", "timeout", "hang", "worker_lost",
+    "transient", "user_error", "unknown", "invalid_input", "permission", "dependency_missing",
+)
+NEVER_RETRIED: frozenset[str] = frozenset({"invalid_input", "permission", "dependency_missing"})
+
+RECOVERY_ACTIONS: tuple[str, ...] = (
+    "retry", "clear_cache", "halve_batch", "lower_precision", "next_device", "cpu",
+    "restart_worker", "switch_method", "skip", "fail",
+)
+
+#: what `--inject STEP:ERROR[@ATTEMPTS]` and front-matter `faults:` may raise
+INJECTABLE_ERRORS: tuple[str, ...] = (
+    "oom", "cuda_error", "timeout", "hang", "worker_lost", "transient", "user_error",
+)
+
+ON_EXHAUSTED: tuple[str, ...] = ("fail", "skip", "continue")
+
+#: `lower_precision` moves one step right along the ladder that holds the current value
+PRECISION_LADDERS: tuple[tuple[str, ...], ...] = (
+    ("fp32", "fp16", "int8"),
+    ("bf16", "int8"),
+    ("double", "single"),
+)
+
+#: `switch_method` for the quantum kind: the next, cheaper simulation method
+METHOD_FALLBACKS: dict[str, str] = {
+    "automatic": "matrix_product_state",
+    "statevector": "matrix_product_state",
+    "density_matrix": "matrix_product_state",
+    "unitary": "matrix_product_state",
+}
+
+DEVICE_RE = re.compile(r"^(cpu|cuda|gpu)(:(0|[1-9][0-9]*))?$")
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `10m`, `0.5s`, `250ms`, `2h`, or a bare number of seconds.
+
+    Raises ValueError with a message fit for a diagnostic.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"duration must be a number or a string like '10m', not {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"duration must not be negative: {value!r}")
+        return float(value)
+    match = _DURATION_RE.match(str(value))
+    if not match:
+        raise ValueError(f"malformed duration {value!r}; use a number with ms, s, m, h or d "
+                         "(e.g. '10m', '0.5s')")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `4GiB`, `512MB`, `2G`, or a bare number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"size must be a number or a string like '4GiB', not {value!r}")
+    if isinstance(value, (int, float)):
+        return int(value)
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError(f"malformed size {value!r}; use e.g. '4GiB', '512MB' or bytes")
+    unit = (match.group(2) or "").lower().removesuffix("b")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def normalise_device(value: str) -> str:
+    """`gpu` -> `cuda`, `GPU:1` -> `cuda:1`; raises ValueError for anything else."""
+    match = DEVICE_RE.match(str(value).strip().lower())
+    if not match:
+        raise ValueError(f"unknown device {value!r}; use cpu, cuda or cuda:N")
+    kind = "cuda" if match.group(1) == "gpu" else match.group(1)
+    return kind + (match.group(2) or "")
