@@ -1,0 +1,75 @@
+"""`maml.graph.open()` and `verify_path()`: from a path to a verified ErrorGraph or a report."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from maml.errors import VerifyError
+from maml.graph import keys, store
+from maml.graph.load import VerifyReport, read_log
+from maml.graph.queries import ErrorGraph
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+def trusted_keys(public_key: Any = None) -> dict[str, Ed25519PublicKey]:
+    """Key id -> public key to accept: the ones given (a key, PEM path/bytes, or a list of
+    them, or a ready dict), else the user's own key and the config dir's trusted/ keys."""
+    if isinstance(public_key, dict):
+        return public_key
+    if public_key is None:
+        return keys.trusted_public_keys()
+    given = public_key if isinstance(public_key, (list, tuple)) else [public_key]
+    found = {}
+    for item in given:
+        if isinstance(item, (str, bytes, os.PathLike)):
+            item = keys.load_public_key(item)
+        found[keys.key_id(item)] = item
+    return found
+
+
+def verify_path(path: str | os.PathLike[str] | None = None,
+                public_key: Any = None) -> VerifyReport:
+    """Check every record of a graph; the report names each record that fails and why."""
+    log_path = store.resolve_log_path(path)
+    trusted = trusted_keys(public_key)
+    _, report = read_log(log_path, trusted)
+    if not trusted and report.heads:
+        report.problems.insert(0, _no_key_problem(report))
+    return report
+
+
+def _no_key_problem(report: VerifyReport) -> Any:
+    from maml.graph.load import Problem
+
+    return Problem(report.problems[0].line if report.problems else 1, None,
+                   f"no trusted public key in {keys.config_dir()}: pass --key PUB "
+                   "(or public_key=) or create your key with `maml keys init`")
+
+
+def open(path: str | os.PathLike[str] | None = None, *, verify: bool = True,
+         public_key: Any = None) -> ErrorGraph:
+    """Load a graph (default `.maml/graph/`, or $MAML_GRAPH).
+
+    With verify (the default) every hash, chain link and signature is checked and the first
+    bad record raises VerifyError naming its line and node. With verify=False signatures are
+    not checked and bad records are loaded; `graph.report` lists what was wrong.
+    Uncommitted records (a torn last line, a batch no signed head covers) are never loaded.
+    """
+    log_path = store.resolve_log_path(path)
+    trusted = trusted_keys(public_key) if verify else None
+    index, report = read_log(log_path, trusted, stop_at_first=verify)
+    if verify and not trusted and report.heads:
+        report.problems.insert(0, _no_key_problem(report))
+    if verify and report.problems:
+        first = report.problems[0]
+        raise VerifyError(f"{first.reason}" + (f" (node {first.node})" if first.node else ""),
+                          path=str(log_path), line=first.line)
+    for note in report.warnings():
+        store.warn(note)
+    return ErrorGraph(index, report, trusted)
+
+
+__all__ = ["open", "trusted_keys", "verify_path"]

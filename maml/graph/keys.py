@@ -1,0 +1,186 @@
+"""The Ed25519 key that signs the error graph, kept in the user's config dir.
+
+    <config dir>/signing_key.pem      private key, PKCS#8 PEM, mode 0600
+    <config dir>/signing_key.pub      its public key, SubjectPublicKeyInfo PEM, mode 0600
+    <config dir>/trusted/<id>.pub     other public keys whose signatures `verify` accepts
+                                      (a replaced key of yours goes here, so old graphs verify)
+
+The config dir is `$MAML_CONFIG_DIR` or platformdirs' `user_config_dir("maml")`, mode 0700:
+never the repository. Files are written to a temporary name and linked into place, so two
+`maml run` processes creating the key at once end up sharing one complete key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from maml.errors import GraphError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+PRIVATE_NAME = "signing_key.pem"
+PUBLIC_NAME = "signing_key.pub"
+TRUSTED_DIR = "trusted"
+
+
+def config_dir() -> Path:
+    """Where maml keeps the user's key: $MAML_CONFIG_DIR, else the platform's config dir."""
+    explicit = os.environ.get("MAML_CONFIG_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("maml"))
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """sha256 of the raw 32-byte public key, first 16 bytes in hex: stored with each head."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private: Ed25519PrivateKey
+    id: str
+    path: Path
+
+    @property
+    def public(self) -> Ed25519PublicKey:
+        return self.private.public_key()
+
+
+def _ensure_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def _write_exclusive(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` with mode 0600 unless it exists; False if another got there first."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)   # atomic and refuses to replace: no half-written key is ever seen
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
+def _pem(private: Ed25519PrivateKey) -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+
+    private_pem = private.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private_pem, public_pem
+
+
+def create_key(directory: Path | None = None, *, force: bool = False) -> SigningKey:
+    """Make a new key. With force, the old key's public half moves to trusted/ first."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    directory = directory or config_dir()
+    _ensure_dir(directory)
+    private_path = directory / PRIVATE_NAME
+    if private_path.exists():
+        if not force:
+            raise GraphError(f"a signing key already exists at {private_path}; "
+                             "use --force to replace it")
+        old = load_key(directory)
+        trust_public_key(old.public, directory)
+        private_path.unlink()
+        (directory / PUBLIC_NAME).unlink(missing_ok=True)
+    private_pem, public_pem = _pem(Ed25519PrivateKey.generate())
+    _write_exclusive(private_path, private_pem)
+    key = load_key(directory)          # whoever won a race, use the key on disk
+    _write_exclusive(directory / PUBLIC_NAME, _pem(key.private)[1])
+    return key
+
+
+def load_key(directory: Path | None = None) -> SigningKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = (directory or config_dir()) / PRIVATE_NAME
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise GraphError(f"no signing key at {path}; create one with: maml keys init") from None
+    except ValueError as exc:
+        raise GraphError(f"{path}: not a PEM private key: {exc}") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise GraphError(f"{path}: not an Ed25519 key")
+    return SigningKey(private, key_id(private.public_key()), path)
+
+
+def load_or_create_key(directory: Path | None = None) -> SigningKey:
+    """The user's key; made on first use, saying so once on stderr."""
+    directory = directory or config_dir()
+    if (directory / PRIVATE_NAME).exists():
+        return load_key(directory)
+    key = create_key(directory)
+    print(f"maml: created signing key {key.id} at {key.path} (back it up: maml keys export)",
+          file=sys.stderr)
+    return key
+
+
+def load_public_key(source: str | os.PathLike[str] | bytes) -> Ed25519PublicKey:
+    """A public key from a PEM file path or PEM bytes (`maml graph verify --key PUB`)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    try:
+        public = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise GraphError(f"{source!r:.80}: not a PEM public key: {exc}") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise GraphError(f"{source!r:.80}: not an Ed25519 public key")
+    return public
+
+
+def trust_public_key(public: Ed25519PublicKey, directory: Path | None = None) -> Path:
+    """Add a public key to trusted/, so graphs it signed verify without --key."""
+    from cryptography.hazmat.primitives import serialization
+
+    trusted = (directory or config_dir()) / TRUSTED_DIR
+    _ensure_dir(trusted)
+    path = trusted / f"{key_id(public)}.pub"
+    pem = public.public_bytes(serialization.Encoding.PEM,
+                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    if not path.exists():
+        _write_exclusive(path, pem)
+    return path
+
+
+def trusted_public_keys(directory: Path | None = None) -> dict[str, Ed25519PublicKey]:
+    """key id -> public key: the user's own key (if any) and every key in trusted/."""
+    directory = directory or config_dir()
+    keys: dict[str, Ed25519PublicKey] = {}
+    if (directory / PRIVATE_NAME).exists():
+        own = load_key(directory)
+        keys[own.id] = own.public
+    for path in sorted((directory / TRUSTED_DIR).glob("*.pub")):
+        public = load_public_key(path)
+        keys[key_id(public)] = public
+    return keys

@@ -1,0 +1,226 @@
+"""Reading the log back: every hash, chain link and signature checked, into compact columns.
+
+One pass over the file. A node line's id is checked against the sha256 of its bytes, its chain
+hash against the previous one, its links against the ids seen before it; a head's chain, count,
+log id and Ed25519 signature against what precedes it. Nodes are held in a staging list until a
+head covers them: what no valid head covers (a torn last line, a crashed writer's batch) is
+reported and dropped, never loaded. The result keeps only what queries need (ids, types, runs,
+offsets, and one tuple per error and recovery); full node bodies are re-read by offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from maml.graph import signing, store
+from maml.graph.index import LogIndex
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+@dataclass
+class Problem:
+    line: int
+    node: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f", node {self.node}" if self.node else "")
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class VerifyReport:
+    """What a verification found. `ok` is False as soon as one record fails."""
+
+    path: str
+    nodes: int = 0                  # node records covered by a good head
+    heads: int = 0                  # signatures checked
+    keys: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    uncommitted: int = 0            # records after the last signed head: dropped
+    torn: bool = False              # the file ended inside a record: dropped
+    signatures_checked: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    @property
+    def bad_node(self) -> str | None:
+        return self.first.node if self.first else None
+
+    @property
+    def line(self) -> int | None:
+        return self.first.line if self.first else None
+
+    @property
+    def reason(self) -> str | None:
+        return self.first.reason if self.first else None
+
+    def warnings(self) -> list[str]:
+        notes = []
+        if self.torn:
+            notes.append(f"{self.path}: the last line is torn (a crash mid-write); ignored")
+        if self.uncommitted:
+            notes.append(f"{self.path}: {self.uncommitted} record(s) after the last signed head "
+                         "were never committed (a writer stopped mid-commit); ignored")
+        return notes
+
+    def summary(self) -> str:
+        if self.ok:
+            return (f"ok: {self.nodes} nodes, {self.heads} signatures checked "
+                    f"(keys {', '.join(self.keys) or 'none'})")
+        return f"{self.path}: {self.first}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "path": self.path, "nodes": self.nodes, "heads": self.heads,
+                "keys": self.keys, "bad_node": self.bad_node, "line": self.line,
+                "reason": self.reason, "problems": [vars(p) for p in self.problems],
+                "uncommitted": self.uncommitted, "torn": self.torn}
+
+
+class _Reader:
+    """The single pass; `read()` returns the index and the report."""
+
+    def __init__(self, path: Path, trusted: dict[str, Ed25519PublicKey] | None,
+                 stop_at_first: bool) -> None:
+        self.path, self.trusted, self.stop = path, trusted, stop_at_first
+        self.report = VerifyReport(str(path), signatures_checked=trusted is not None)
+        self.index = LogIndex(path)
+        self.staged: list[tuple[str, dict[str, Any], int, int]] = []  # id, node, offset, line
+        self.seen: set[str] = set()
+        self.count = 0
+        self.chain = b""
+        self.log_id = ""
+
+    def problem(self, line: int, node: str | None, reason: str) -> None:
+        self.report.problems.append(Problem(line, node, reason))
+        if self.stop:
+            raise _Stop
+
+    def read(self) -> tuple[LogIndex, VerifyReport]:
+        try:
+            with open(self.path, "rb") as handle:
+                self._read_lines(handle)
+        except _Stop:
+            pass
+        self.report.uncommitted = len(self.staged)
+        for node_id, *_ in self.staged:
+            self.seen.discard(node_id)
+        self.index.seal()
+        return self.index, self.report
+
+    def _read_lines(self, handle: Any) -> None:
+        offset, line_no = 0, 0
+        for raw in handle:
+            line_no += 1
+            if not raw.endswith(b"\n"):
+                self.report.torn = True
+                return
+            if line_no == 1:
+                self._header(raw)
+            elif raw.startswith(store.NODE_PREFIX):
+                self._node(raw, offset, line_no)
+            elif raw.startswith(store.HEAD_PREFIX):
+                self._head(raw, line_no)
+            else:
+                self.problem(line_no, None, "not a node, head or header record")
+            offset += len(raw)
+
+    def _header(self, raw: bytes) -> None:
+        try:
+            header = json.loads(raw)
+            assert header["format"] == store.FORMAT
+        except (ValueError, KeyError, AssertionError, TypeError):
+            self.problem(1, None, "not a maml graph header (format maml-graph/1)")
+            raise _Stop from None
+        self.log_id, self.chain = header["log"], store.header_chain(raw)
+
+    def _node(self, raw: bytes, offset: int, line: int) -> None:
+        stored_id = raw[store.NODE_ID_AT:store.NODE_ID_AT + 64].decode("ascii", "replace")
+        if raw[70:78] != b'","id":"' or raw[142:148] != b'","n":' or not raw.endswith(b"}\n"):
+            self.problem(line, stored_id, "malformed node record")
+            return
+        body = raw[store.NODE_BODY_AT:-2]
+        digest = hashlib.sha256(body).digest()
+        if digest.hex() != stored_id:
+            self.problem(line, stored_id, "content hash mismatch: the node was changed")
+        self.chain = hashlib.sha256(self.chain + bytes.fromhex(stored_id)).digest() \
+            if len(stored_id) == 64 else self.chain
+        if self.chain.hex() != raw[6:70].decode("ascii", "replace"):
+            self.problem(line, stored_id, "chain link broken: a record before it was removed, "
+                                          "inserted or reordered")
+            self.chain = bytes.fromhex(raw[6:70].decode())   # resync, report each break once
+        try:
+            node = json.loads(body)
+        except ValueError:
+            self.problem(line, stored_id, "node is not valid JSON")
+            return
+        for label, target in node.get("links", ()):
+            if target not in self.seen:
+                self.problem(line, stored_id, f"link {label!r} to {target}: no such earlier node")
+        self.count += 1
+        self.seen.add(stored_id)
+        self.staged.append((stored_id, node, offset, line))
+
+    def _head(self, raw: bytes, line: int) -> None:
+        covers = self.staged[-1][0] if self.staged else None
+        try:
+            body, signature = signing.split_head_line(raw)
+            head = json.loads(body)
+        except ValueError as exc:
+            self.problem(line, covers, f"malformed signed head: {exc}")
+            return
+        if head.get("log") != self.log_id:
+            self.problem(line, covers, "signed head belongs to another log")
+        elif head.get("count") != self.count:
+            self.problem(line, covers, f"signed head covers {head.get('count')} nodes but "
+                                       f"{self.count} precede it: records were removed or added")
+        elif head.get("chain") != self.chain.hex():
+            self.problem(line, covers, "signed head does not match the chain: a record before "
+                                       "it was changed")
+        self._check_signature(head, body, signature, line, covers)
+        self.report.heads += 1
+        for node_id, node, offset, node_line in self.staged:
+            self.index.add(node_id, node, offset, node_line)
+        self.report.nodes += len(self.staged)
+        self.staged.clear()
+
+    def _check_signature(self, head: dict[str, Any], body: bytes, signature: bytes,
+                         line: int, covers: str | None) -> None:
+        if self.trusted is None:
+            return
+        key_id = head.get("key")
+        public = self.trusted.get(key_id)  # type: ignore[arg-type]
+        if public is None:
+            self.problem(line, covers, f"signed by key {key_id}, which is not trusted "
+                                       "(pass --key PUB, or add it to the trusted keys)")
+        elif not signing.verify_signature(public, body, signature):
+            self.problem(line, covers, f"signature by key {key_id} does not verify")
+        elif key_id not in self.report.keys:
+            self.report.keys.append(key_id)
+
+
+class _Stop(Exception):
+    pass
+
+
+def read_log(path: Path, trusted: dict[str, Ed25519PublicKey] | None, *,
+             stop_at_first: bool = False) -> tuple[LogIndex, VerifyReport]:
+    """Read and check the log; `trusted=None` skips signature checks (hashes still checked)."""
+    if not path.exists():
+        index = LogIndex(path)
+        index.seal()
+        return index, VerifyReport(str(path))
+    return _Reader(path, trusted, stop_at_first).read()
+

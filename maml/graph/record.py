@@ -1,0 +1,219 @@
+"""The Recorder: a runtime observer that turns run events into signed graph nodes.
+
+    with Recorder(graph_path) as recorder:
+        observers.append(recorder)
+        ...run...
+
+It is `critical`: if the record cannot be written the run fails rather than go unrecorded.
+Nodes are buffered and committed (one write, one fsync, one signature) at step boundaries,
+after each recovery (a failure is the part of a run most worth keeping if the run then dies),
+at run end, every `commit_every` nodes, and on close. A run that never reported its end gets
+an `interrupted` outcome on close. Records are never rewritten: what is learned later (did the
+recovery work? how did the step end?) is a new `outcome` node linked to what it concerns.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from maml.graph import canonical
+from maml.graph.keys import SigningKey, load_or_create_key
+from maml.graph.store import LogWriter
+from maml.runtime.events import DeviceRef, ErrorInfo, Observer, StepInfo
+
+MESSAGE_LIMIT = 4000   # characters of an error message kept in the record
+
+
+def _device_class(device: DeviceRef | None) -> str:
+    return device.kind if device is not None else "unknown"
+
+
+class Recorder(Observer):
+    critical = True
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 key: SigningKey | None = None, commit_every: int = 10_000,
+                 clock: Any = time.time) -> None:
+        self.writer = LogWriter(path, key or load_or_create_key())
+        self.path = self.writer.path
+        self.commit_every = commit_every
+        self.clock = clock
+        self._lock = threading.Lock()   # the scheduler may report from several threads
+        self._runs: dict[str, str] = {}                  # run id -> run node
+        self._open_runs: set[str] = set()
+        self._steps: dict[tuple[str, str], str] = {}     # (run, step) -> step node
+        self._attempts: dict[tuple[str, str, int], str] = {}
+        self._errors: dict[tuple[str, str, int], str] = {}
+        self._recoveries: dict[tuple[str, str, int], str] = {}  # keyed by the attempt it led to
+        self._devices: dict[DeviceRef, str] = {}
+        self._attempt_devices: dict[tuple[str, str, int], DeviceRef] = {}
+        self._step_infos: dict[tuple[str, str], StepInfo] = {}
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _add(self, node_type: str, links: list[list[str]], **fields: Any) -> str:
+        node = {"type": node_type, "links": links, **fields}
+        node_id = self.writer.add(node)
+        if self.writer.pending >= self.commit_every:
+            self.writer.commit()
+        return node_id
+
+    def commit(self) -> int:
+        with self._lock:
+            return self.writer.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            for run_id in sorted(self._open_runs):
+                self._add("outcome", [["ended", self._runs[run_id]]], run=run_id,
+                          of="run", status="interrupted", t=self.clock())
+            self._open_runs.clear()
+            self.writer.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _device(self, device: DeviceRef) -> str:
+        if device not in self._devices:   # content-addressed: the same device is one node
+            fields = canonical.normalise(device.to_dict())
+            fields["device"] = fields.pop("id")   # "id" is the node's own id when read back
+            self._devices[device] = self._add("device", [], **fields)
+        return self._devices[device]
+
+    def _step(self, run_id: str, step: StepInfo) -> str:
+        key = (run_id, step.id)
+        if key not in self._steps:
+            self._step_infos[key] = step
+            links = [["has_step", self._runs[run_id]]] if run_id in self._runs else []
+            self._steps[key] = self._add(
+                "step", links, run=run_id, step=step.id, kind=step.kind, needs=list(step.needs),
+                block=step.block, devices=list(step.devices), line=step.line, t=self.clock())
+        return self._steps[key]
+
+    # -- events ---------------------------------------------------------------------------
+
+    def on_run_started(self, *, run_id: str, document: str | None, steps: list[StepInfo],
+                       started_at: float, **_: Any) -> None:
+        with self._lock:
+            self._runs[run_id] = self._add(
+                "run", [], run=run_id, document=document, steps=[s.id for s in steps],
+                started_at=started_at, host=socket.gethostname(), pid=os.getpid(),
+                t=self.clock())
+            self._open_runs.add(run_id)
+
+    def on_step_started(self, *, run_id: str, step: StepInfo, **_: Any) -> None:
+        with self._lock:
+            self._step(run_id, step)
+
+    def on_attempt_started(self, *, run_id: str, step: StepInfo, attempt: int,
+                           device: DeviceRef, worker_id: str, params: dict[str, Any],
+                           **_: Any) -> None:
+        with self._lock:
+            links = [["has_attempt", self._step(run_id, step)], ["ran_on", self._device(device)]]
+            self._attempt_devices[(run_id, step.id, attempt)] = device
+            recovery = self._recoveries.get((run_id, step.id, attempt))
+            if recovery:
+                links.append(["led_to", recovery])
+            self._attempts[(run_id, step.id, attempt)] = self._add(
+                "attempt", links, run=run_id, step=step.id, kind=step.kind, attempt=attempt,
+                device=device.id, device_class=device.kind, worker=worker_id,
+                params=canonical.normalise(params), t=self.clock())
+
+    def _attempt_ended(self, run_id: str, step: StepInfo, attempt: int, status: str,
+                       duration: float) -> None:
+        key = (run_id, step.id, attempt)
+        links = [["ended", self._attempts[key]]] if key in self._attempts else []
+        if key in self._recoveries:
+            links.append(["resulted_in", self._recoveries[key]])
+        self._add("outcome", links, run=run_id, step=step.id, of="attempt", attempt=attempt,
+                  status=status, duration=float(duration), t=self.clock())
+
+    def on_attempt_failed(self, *, run_id: str, step: StepInfo, attempt: int,
+                          error: ErrorInfo, duration: float, **_: Any) -> None:
+        with self._lock:
+            key = (run_id, step.id, attempt)
+            links = [["raised", self._attempts[key]]] if key in self._attempts else []
+            self._errors[key] = self._add("error", links, **self._error_fields(
+                run_id, step, attempt, error, duration))
+            self._attempt_ended(run_id, step, attempt, "failed", duration)
+
+    def _error_fields(self, run_id: str, step: StepInfo, attempt: int, error: ErrorInfo,
+                      duration: float) -> dict[str, Any]:
+        context = canonical.normalise(error.context or {})
+        device = error.device or self._attempt_devices.get((run_id, step.id, attempt))
+        return dict(
+            run=run_id, step=step.id, kind=step.kind, attempt=attempt,
+            error_class=error.error_class, exception_type=error.exception_type,
+            message=error.message[:MESSAGE_LIMIT], traceback_digest=error.traceback_digest,
+            injected=bool(error.injected), worker=error.worker_id,
+            device=canonical.normalise(device.to_dict()) if device else None,
+            device_class=_device_class(device),
+            memory=context.get("memory") or context.get("memory_at_failure"),
+            health=canonical.normalise(error.health) if error.health else None,
+            context=context, duration=float(duration), t=self.clock())
+
+    def on_recovery_applied(self, *, run_id: str, step: StepInfo, attempt: int,
+                            error: ErrorInfo, action: str, changes: dict[str, Any],
+                            next_attempt: int, delay: float, **_: Any) -> None:
+        with self._lock:
+            failed = self._errors.get((run_id, step.id, attempt))
+            self._recoveries[(run_id, step.id, next_attempt)] = self._add(
+                "recovery", [["handled_by", failed]] if failed else [], run=run_id,
+                step=step.id, kind=step.kind, attempt=attempt, error_class=error.error_class,
+                device_class=_device_class(error.device or self._attempt_devices.get(
+                    (run_id, step.id, attempt))), action=action,
+                changes=canonical.normalise(changes), next_attempt=next_attempt,
+                delay=float(delay), t=self.clock())
+            self.writer.commit()
+
+    def on_attempt_succeeded(self, *, run_id: str, step: StepInfo, attempt: int,
+                             device: DeviceRef, duration: float, **_: Any) -> None:
+        with self._lock:
+            self._attempt_ended(run_id, step, attempt, "succeeded", duration)
+
+    def on_checkpoint(self, *, run_id: str, step: StepInfo, attempt: int, digest: str,
+                      size: int, **_: Any) -> None:
+        with self._lock:
+            attempt_node = self._attempts.get((run_id, step.id, attempt))
+            self._add("checkpoint", [["checkpointed", attempt_node]] if attempt_node else [],
+                      run=run_id, step=step.id, attempt=attempt, digest=digest, size=size,
+                      t=self.clock())
+
+    def on_step_finished(self, *, run_id: str, step: StepInfo, status: str, attempts: int,
+                         output_digest: str | None, **_: Any) -> None:
+        with self._lock:
+            self._add("outcome", [["ended", self._step(run_id, step)]], run=run_id,
+                      step=step.id, of="step", status=status, attempts=attempts,
+                      output_digest=output_digest, t=self.clock())
+            self.writer.commit()
+
+    def on_step_skipped(self, *, run_id: str, step: StepInfo, reason: str, **_: Any) -> None:
+        with self._lock:
+            self._add("outcome", [["ended", self._step(run_id, step)]], run=run_id,
+                      step=step.id, of="step", status="skipped", reason=reason, t=self.clock())
+            self.writer.commit()
+
+    def on_device_state_changed(self, *, device: DeviceRef, old: str, new: str,
+                                sample: dict[str, Any], reasons: list[str], **_: Any) -> None:
+        # only state changes are recorded: a sample every second would swamp the graph, and
+        # the sample that matters for a failure travels inside its error node
+        with self._lock:
+            self._add("health", [["state_changed", self._device(device)]], device=device.id,
+                      old=old, new=new, reasons=list(reasons),
+                      sample=canonical.normalise(sample), t=self.clock())
+
+    def on_run_finished(self, *, run_id: str, status: str, errors: int, recoveries: int,
+                        duration: float, **_: Any) -> None:
+        with self._lock:
+            links = [["ended", self._runs[run_id]]] if run_id in self._runs else []
+            self._add("outcome", links, run=run_id, of="run", status=status, errors=errors,
+                      recoveries=recoveries, duration=float(duration), t=self.clock())
+            self._open_runs.discard(run_id)
+            self.writer.commit()

@@ -1,0 +1,222 @@
+"""The append-only log that holds the error graph, and its group-committing writer.
+
+One file, `<graph dir>/log.jsonl`, one record a line, every line canonical JSON:
+
+    {"format":"maml-graph/1","log":LOG_ID,"t":T}          line 1, the header
+    {"c":CHAIN,"id":NODE_ID,"n":{...node...}}             a node (fixed offsets: see NODE_*)
+    {"head":{...},"sig":"..."}                            a signed head (maml.graph.signing)
+
+A commit writes the batch's node lines and one signed head in a single write(), then fsyncs:
+the head is the commit mark. Several processes may append to one log: each commit holds an
+exclusive flock on the file and reads the chain head from the file's tail under the lock.
+
+After a crash the file may end in a torn line (no newline) or in node lines with no head after
+them (a writer died mid-write). Both are *uncommitted*: readers report and ignore them, and the
+next writer cuts them off under the lock before it appends — they were never signed, so keeping
+them would let anyone with write access slip unsigned records under the next signature.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maml.errors import GraphError
+from maml.graph import canonical, signing
+from maml.graph.keys import SigningKey
+
+FORMAT = "maml-graph/1"
+LOG_NAME = "log.jsonl"
+DEFAULT_DIR = ".maml/graph"
+
+# A node line is b'{"c":"' CHAIN(64) b'","id":"' ID(64) b'","n":' NODE b'}\n'
+NODE_PREFIX = b'{"c":"'
+NODE_ID_AT = 78
+NODE_BODY_AT = 148
+HEAD_PREFIX = b'{"head":'
+
+
+def resolve_log_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The log file for a graph given as a directory, a `.jsonl` file, $MAML_GRAPH or the default."""
+    raw = Path(path if path is not None else os.environ.get("MAML_GRAPH") or DEFAULT_DIR)
+    if raw.suffix == ".jsonl" or raw.is_file():
+        return raw
+    return raw / LOG_NAME
+
+
+def node_line(chain: str, node_id: str, body: bytes) -> bytes:
+    return b'{"c":"%s","id":"%s","n":%s}\n' % (chain.encode(), node_id.encode(), body)
+
+
+def chain_link(previous: bytes, node_digest: bytes) -> bytes:
+    """The next chain digest: sha256 over the previous one and the node's, 32 raw bytes each."""
+    return hashlib.sha256(previous + node_digest).digest()
+
+
+def header_chain(header_line: bytes) -> bytes:
+    return hashlib.sha256(header_line.rstrip(b"\n")).digest()
+
+
+def warn(message: str) -> None:
+    print(f"maml: warning: graph: {message}", file=sys.stderr)
+
+
+@dataclass
+class Tail:
+    """Where the committed log ends: what the next record chains onto."""
+
+    log_id: str
+    chain: bytes
+    count: int
+    end: int            # byte offset just past the last committed line
+
+
+def _read_header(fd: int) -> tuple[str, bytes]:
+    first = os.pread(fd, 65536, 0).split(b"\n", 1)[0]
+    try:
+        header = json.loads(first)
+        if header.get("format") != FORMAT:
+            raise ValueError(f"format {header.get('format')!r}")
+        return header["log"], header_chain(first)
+    except (ValueError, KeyError) as exc:
+        raise GraphError(f"line 1 is not a maml graph header ({exc})") from None
+
+
+def _committed_tail(fd: int, size: int, log_id: str, chain0: bytes) -> Tail:
+    """Scan back from the end to the last head (or the header): everything after it is uncommitted."""
+    chunk, pos, data = 1 << 16, size, b""
+    while True:
+        start = max(0, pos - chunk)
+        data = os.pread(fd, pos - start, start) + data
+        pos = start
+        lines_end = data.rfind(b"\n")
+        cursor = lines_end
+        while cursor > 0:
+            begin = data.rfind(b"\n", 0, cursor) + 1
+            if begin == 0 and pos > 0:
+                break                       # this line starts before what we read: read more
+            line = data[begin:cursor + 1]
+            if line.startswith(HEAD_PREFIX):
+                payload = json.loads(signing.split_head_line(line)[0])
+                return Tail(log_id, bytes.fromhex(payload["chain"]), payload["count"],
+                            pos + cursor + 1)
+            if begin == 0 and pos == 0:     # reached the header: nothing committed yet
+                return Tail(log_id, chain0, 0, cursor + 1)
+            cursor = begin - 1
+        chunk *= 4
+
+
+class LogWriter:
+    """Buffers nodes and commits them: one write, one fsync, one signature per commit."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, key: SigningKey) -> None:
+        self.path = resolve_log_path(path)
+        self.key = key
+        self._pending: list[tuple[bytes, bytes]] = []   # (sha256 digest, canonical body)
+        self._fd: int | None = None
+        self._tail: Tail | None = None                  # valid while the file size matches
+        self.committed = 0
+
+    def add(self, node: dict[str, Any]) -> str:
+        """Buffer one node; returns its id (the sha256 of its canonical form)."""
+        body = canonical.dumps(node)
+        node_digest = hashlib.sha256(body).digest()
+        self._pending.append((node_digest, body))
+        return node_digest.hex()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def commit(self) -> int:
+        """Write and sign what is buffered; returns the number of nodes committed."""
+        if not self._pending:
+            return 0
+        fd = self._open()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            tail = self._current_tail(fd)
+            data, tail = self._encode_batch(tail)
+            self._write_all(fd, data)
+            os.fsync(fd)
+            tail.end += len(data)
+            self._tail = tail
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        written = len(self._pending)
+        self.committed += written
+        self._pending.clear()
+        return written
+
+    def _encode_batch(self, tail: Tail) -> tuple[bytes, Tail]:
+        chain, lines = tail.chain, []
+        for node_digest, body in self._pending:
+            chain = chain_link(chain, node_digest)
+            lines.append(node_line(chain.hex(), node_digest.hex(), body))
+        count = tail.count + len(self._pending)
+        payload = {"chain": chain.hex(), "count": count, "key": self.key.id,
+                   "log": tail.log_id, "t": time.time()}
+        lines.append(signing.head_line(payload, self.key))
+        return b"".join(lines), Tail(tail.log_id, chain, count, tail.end)
+
+    def _current_tail(self, fd: int) -> Tail:
+        """The committed tail, re-read under the lock unless nobody wrote since our last commit."""
+        size = os.fstat(fd).st_size
+        if self._tail is not None and self._tail.end == size:
+            return self._tail
+        if size == 0:
+            return self._write_header(fd)
+        log_id, chain0 = _read_header(fd)
+        tail = _committed_tail(fd, size, log_id, chain0)
+        if tail.end < size:
+            self._cut(fd, tail.end, size)
+        return tail
+
+    def _cut(self, fd: int, end: int, size: int) -> None:
+        leftover = os.pread(fd, size - end, end)
+        records = leftover.count(b"\n") + (not leftover.endswith(b"\n"))
+        warn(f"{self.path}: cut {records} uncommitted record(s) ({size - end} bytes) left "
+             "after the last signed head by a writer that stopped mid-commit")
+        os.ftruncate(fd, end)
+
+    def _write_header(self, fd: int) -> Tail:
+        header = canonical.dumps({"format": FORMAT, "log": uuid.uuid4().hex, "t": time.time()})
+        self._write_all(fd, header + b"\n")
+        os.fsync(fd)
+        return Tail(json.loads(header)["log"], header_chain(header), 0, len(header) + 1)
+
+    def _open(self) -> int:
+        if self._fd is None:
+            created = not self.path.exists()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            if created:  # make the new directory entry durable too
+                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        return self._fd
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    def close(self) -> None:
+        """Commit what is left and close the file."""
+        try:
+            self.commit()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
