@@ -1,0 +1,198 @@
+"""Where the front matter is, and the ways documents in the wild get their outline wrong.
+
+Works on lines, before Markdown parsing, and hands the Markdown parser a body in which the
+front matter (and anything it must not read as Markdown) is blanked out, so that line
+numbers stay those of the file. Recognised mistakes, each with its own diagnostic:
+
+- the whole document pasted inside a ```markdown fence (it is unwrapped and parsed);
+- front-matter keys with no `---` fences, possibly run together on one line;
+- `---` opened and never closed (or a horizontal rule where front matter would be);
+- a second front-matter block later on (two documents concatenated), which is blanked
+  so that its closing `---` does not turn `key: value` into a setext heading;
+- chat-transcript text pasted around the document ("User:", "Copy code", ...).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from maml.document.codes import diagnostic
+from maml.document.model import Diagnostic, SourceSpan
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_WRAPPER = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*(markdown|md|maml|maml\.md|yaml|yml|)\s*$",
+                      re.IGNORECASE)
+_KEY_LINE = re.compile(r"^[A-Za-z_][\w-]*\s*:(\s|$)")
+_KEYS_ON_LINE = re.compile(r"(?:^|\s)([A-Za-z_][\w-]*):(?=\s)")
+_YAMLISH = re.compile(r"^(\s+\S|-\s|#|[A-Za-z_\"'][^:]*:(\s|$))")
+_CHAT = re.compile(
+    r"^\s*(\*\*)?(user|human|assistant|chatgpt|claude|grok|gemini|copilot|you|ai)(\*\*)?"
+    r"( said)?\s*(\*\*)?:(\*\*)?(\s|$)|^\s*copy code\s*$|^\s*(copy|edit|share|regenerate)\s*$|"
+    r"let me know if you('d| would)? (like|want|need)|would you like me to|"
+    r"i hope this helps|is there anything else", re.IGNORECASE)
+_SECOND_FRONT_MATTER_MAX_LINES = 200
+
+
+@dataclass(slots=True)
+class Layout:
+    """The document split into its front matter and the body that markdown-it will read."""
+
+    body: list[str]
+    yaml_text: str | None = None
+    yaml_first_line: int = 0
+    front_matter_span: SourceSpan | None = None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def split(text: str) -> Layout:
+    lines = text.split("\n")
+    layout = Layout(body=lines)
+    _unwrap_fenced_document(layout)
+    first = _first_nonblank(layout.body, 0)
+    if first is not None and layout.body[first].rstrip() == "---":
+        _take_front_matter(layout, first)
+    else:
+        _report_missing_front_matter(layout, first)
+    span = layout.front_matter_span
+    start = (span.end_line or 0) if span else 0
+    _blank_later_front_matter(layout, start)
+    _report_chat_text(layout, start)
+    return layout
+
+
+def _first_nonblank(lines: list[str], start: int) -> int | None:
+    return next((i for i in range(start, len(lines)) if lines[i].strip()), None)
+
+
+def _unwrap_fenced_document(layout: Layout) -> None:
+    lines = layout.body
+    first = _first_nonblank(lines, 0)
+    if first is None or not _WRAPPER.match(lines[first]):
+        return
+    inner = _first_nonblank(lines, first + 1)
+    if inner is None or lines[inner].rstrip() != "---":
+        return
+    wrapper = _WRAPPER.match(lines[first])
+    assert wrapper is not None
+    marker, tag = wrapper.group(1), wrapper.group(2)
+    last = max(i for i in range(len(lines)) if lines[i].strip())
+    closes_at = _closing_fence(lines, first + 1, marker)
+    lines = list(lines)
+    lines[first] = ""
+    if last > first and _is_closing(lines[last], marker):
+        lines[last] = ""
+    layout.body = lines
+    early = ""
+    if closes_at is not None and closes_at != last:
+        early = (f"; the inner fence at line {closes_at + 1} closes it early, so everything "
+                 "after that line would be read as outside it")
+    layout.diagnostics.append(diagnostic(
+        "MAML-P120", f"the whole document is wrapped in a {marker}{tag} "
+        f"fence (line {first + 1}){early}; delete the wrapping fence lines (maml read the "
+        "document inside it)", SourceSpan(first + 1)))
+
+
+def _is_closing(line: str, marker: str) -> bool:
+    match = _FENCE.match(line)
+    return bool(match and match.group(1)[0] == marker[0] and len(match.group(1)) >= len(marker)
+                and not match.group(2).strip())
+
+
+def _closing_fence(lines: list[str], start: int, marker: str) -> int | None:
+    return next((i for i in range(start, len(lines)) if _is_closing(lines[i], marker)), None)
+
+
+def _take_front_matter(layout: Layout, first: int) -> None:
+    lines = layout.body
+    close = next((i for i in range(first + 1, len(lines)) if lines[i].rstrip() in ("---", "...")),
+                 None)
+    if close is None:
+        layout.diagnostics.append(diagnostic(
+            "MAML-P112", f"front matter opened with '---' at line {first + 1} is never closed; "
+            "add a '---' line after the last key (or, if the '---' is meant as a horizontal "
+            "rule, put text before it)", SourceSpan(first + 1)))
+        return
+    layout.yaml_text = "\n".join(lines[first + 1:close])
+    layout.yaml_first_line = first + 2
+    layout.front_matter_span = SourceSpan(first + 1, 1, close + 1)
+    layout.body = [""] * (close + 1) + lines[close + 1:]
+
+
+def _report_missing_front_matter(layout: Layout, first: int | None) -> None:
+    if first is None:
+        return
+    line = layout.body[first]
+    if _KEY_LINE.match(line):
+        keys = _KEYS_ON_LINE.findall(" " + line)
+        together = (f"; the keys {', '.join(keys)} run together on one line: put each on its "
+                    "own line" if len(keys) > 1 else "")
+        layout.diagnostics.append(diagnostic(
+            "MAML-P111", f"line {first + 1} holds front-matter keys but there is no '---' line "
+            f"before and after them{together}; maml read no front matter",
+            SourceSpan(first + 1)))
+        return
+    rule = next((i for i, text in enumerate(layout.body) if text.rstrip() == "---"), None)
+    where = (f" (the '---' at line {rule + 1} is a horizontal rule, not front matter: front "
+             "matter must start on the first line)" if rule is not None else "")
+    layout.diagnostics.append(diagnostic(
+        "MAML-P110", f"the document has no YAML front matter{where}; start it with "
+        "'---', 'maml_version: \"1.0\"', '---'", SourceSpan(first + 1)))
+
+
+def _outside_fences(lines: list[str], start: int):
+    """Yield (index, line) of lines outside fenced code, from `start` on."""
+    marker: str | None = None
+    for i in range(start, len(lines)):
+        line = lines[i]
+        match = _FENCE.match(line)
+        if marker is None:
+            if match and not (match.group(1)[0] == "`" and "`" in match.group(2)):
+                marker = match.group(1)
+                continue
+            yield i, line
+        elif _is_closing(line, marker):
+            marker = None
+
+
+def _blank_later_front_matter(layout: Layout, start: int) -> None:
+    lines = layout.body
+    candidates = [i for i, line in _outside_fences(lines, start) if line.rstrip() == "---"]
+    taken_until = -1
+    for i in candidates:
+        if i <= taken_until or (i > 0 and lines[i - 1].strip()):
+            continue  # text right above '---' makes a setext heading, not front matter
+        close = _front_matter_close(lines, i)
+        if close is None:
+            continue
+        layout.diagnostics.append(diagnostic(
+            "MAML-P118", f"a second front-matter block (lines {i + 1}-{close + 1}) after the "
+            "document's own: two documents were pasted together? maml ignores it; delete it "
+            "or split the file", SourceSpan(i + 1, 1, close + 1)))
+        for j in range(i, close + 1):
+            lines[j] = ""
+        taken_until = close
+
+
+def _front_matter_close(lines: list[str], open_at: int) -> int | None:
+    """The closing '---' of a front-matter-like block opening at `open_at`, else None."""
+    first = _first_nonblank(lines, open_at + 1)
+    if first is None or not _KEY_LINE.match(lines[first]):
+        return None
+    for j in range(first, min(len(lines), open_at + _SECOND_FRONT_MATTER_MAX_LINES)):
+        text = lines[j]
+        if text.rstrip() == "---":
+            return j
+        if text.strip() and not _YAMLISH.match(text):
+            return None
+    return None
+
+
+def _report_chat_text(layout: Layout, start: int) -> None:
+    for i, line in _outside_fences(layout.body, start):
+        if line.strip() and _CHAT.search(line):
+            layout.diagnostics.append(diagnostic(
+                "MAML-P119", f"line {i + 1} looks like text pasted from a chat transcript "
+                f"({line.strip()[:40]!r}); delete it, it is not part of the document",
+                SourceSpan(i + 1)))
+            return

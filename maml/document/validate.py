@@ -1,0 +1,220 @@
+"""All diagnostics for a parsed document: parse notes, schema errors, semantic checks.
+
+    validate(doc) -> list[Diagnostic]   sorted by line; never raises on content
+
+Schema errors come from *every* error of `iter_errors` against schemas/front-matter.json
+(which refers to policy, pipeline, faults and each kind's params), placed at the line and
+column of the offending YAML key through `doc.key_spans` and the error's absolute path.
+Where a semantic check says something more precise about the same node (an unknown action
+with a suggestion, a malformed duration), the schema's vaguer error is dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from maml.document import semantics
+from maml.document.codes import diagnostic, sort_key
+from maml.document.model import Diagnostic, Document
+from maml.document.permissions import ANYONE, execute_principals
+from maml.document.yamlload import json_view
+
+#: schema validators whose complaint a semantic check states better
+_VAGUE = frozenset({"pattern", "enum", "propertyNames", "anyOf", "oneOf", "const"})
+
+
+def validate(doc: Document) -> list[Diagnostic]:
+    """Every diagnostic for `doc`, sorted by line, each carrying `doc.path`."""
+    findings: list[semantics.Finding] = []
+    if doc.meta.get("pipeline") is not None:
+        findings.extend(semantics.check_pipeline(doc))
+        ids = {sid for _, s in semantics.steps(doc) if (sid := semantics.step_id(s))}
+        findings.extend(semantics.check_faults(doc, ids))
+    if isinstance(doc.meta.get("policy"), dict):
+        findings.extend(semantics.check_policy(doc, doc.meta["policy"], ("policy",)))
+    findings.extend(semantics.check_placeholders(doc))
+    semantic_paths = [path for path, _ in findings]
+    result = list(doc.diagnostics)
+    result.extend(_schema_diagnostics(doc, semantic_paths))
+    result.extend(d for _, d in findings)
+    result.extend(_permission_diagnostics(doc))
+    result.extend(_json_schema_diagnostics(doc))
+    result.extend(_nothing_to_run(doc))
+    return sorted((dataclasses.replace(d, path=doc.path) for d in result), key=sort_key)
+
+
+def _schema_diagnostics(doc: Document, semantic_paths: list[tuple[Any, ...]]) -> list[Diagnostic]:
+    if not doc.front_matter:
+        return []
+    from maml.schemas import validator
+
+    instance = json_view(doc.front_matter)
+    out: list[Diagnostic] = []
+    for error in validator("front-matter").iter_errors(instance):
+        path = _error_path(error, ())
+        if not _covered(error, path, semantic_paths):
+            out.extend(_describe(doc, error, ()))
+    # a step whose kind is inferred from its block: the schema's if/then did not see a kind
+    for index, step in semantics.steps(doc):
+        kind = semantics.step_kind(doc, step)
+        if "kind" not in step and kind and isinstance(step.get("params"), dict):
+            out.extend(_kind_params(doc, index, kind, instance["pipeline"][index]["params"]))
+    return out
+
+
+def _error_path(error: Any, base: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The YAML path an error is about; a bad property *name* is placed at that key."""
+    path = base + tuple(error.absolute_path)
+    if "propertyNames" in error.relative_schema_path:
+        path += (error.instance,)
+    return path
+
+
+def _covered(error: Any, path: tuple[Any, ...], semantic_paths: list[tuple[Any, ...]]) -> bool:
+    """Whether a semantic finding states this schema error better (same node, or below it
+    when the schema could only say "none of the alternatives matched" about a whole value)."""
+    if error.validator not in _VAGUE:
+        return False
+    if path in semantic_paths:
+        return True
+    if error.validator in ("anyOf", "oneOf") and path and not isinstance(error.instance, dict):
+        return any(p[:len(path)] == path for p in semantic_paths)
+    return False
+
+
+def _kind_params(doc: Document, index: int, kind: str, params: Any) -> list[Diagnostic]:
+    from maml.schemas import schema_names, validator
+
+    if f"kinds/{kind}" not in schema_names():
+        return []
+    base = ("pipeline", index, "params")
+    return [d for error in validator(f"kinds/{kind}").iter_errors(params)
+            for d in _describe(doc, error, base, kind)]
+
+
+def _describe(doc: Document, error: Any, base: tuple[Any, ...],
+              kind: str | None = None) -> list[Diagnostic]:
+    """One schema error as diagnostics at the YAML position it concerns."""
+    specific = _specific(error)
+    if specific:
+        return [d for sub in specific for d in _describe(doc, sub, base, kind)]
+    path = _error_path(error, base)
+    sid = _step_of(doc, path)
+    kind = kind or _kind_at(doc, path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        return _unexpected_keys(doc, error, path, sid, kind)
+    message = error.message
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if error.validator in ("not", "anyOf", "oneOf") and description:
+        message = f"{error.instance!r} is not valid here: expected {description}"
+    where = _dotted(path) or "front matter"
+    return [diagnostic("MAML-S201", f"{where}: {message}{_schema_hint(path, kind)}",
+                       doc.span_of(*path), step=sid)]
+
+
+def _specific(error: Any) -> list[Any]:
+    """For "not valid under any of the given schemas": the errors of the alternative(s) whose
+    type fitted the value (a wrong enum value, a missing key), else nothing."""
+    if error.validator not in ("anyOf", "oneOf") or not error.context:
+        return []
+    return [e for e in error.context if e.validator not in ("type", "const")]
+
+
+def _kind_at(doc: Document, path: tuple[Any, ...]) -> str | None:
+    if len(path) >= 3 and path[0] == "pipeline" and path[2] == "params":
+        pipeline = doc.meta.get("pipeline") or []
+        if isinstance(path[1], int) and path[1] < len(pipeline):
+            return semantics.step_kind(doc, pipeline[path[1]])
+    return None
+
+
+def _unexpected_keys(doc: Document, error: Any, path: tuple[Any, ...], sid: str | None,
+                     kind: str | None) -> list[Diagnostic]:
+    known = sorted(error.schema.get("properties", {}))
+    allowed = set(known) | set(error.schema.get("patternProperties", {}))
+    in_params = len(path) == 3 and path[0] == "pipeline" and path[2] == "params"
+    out = []
+    for key in error.instance:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+        where = _dotted(path) or "front matter"
+        if in_params:
+            out.append(diagnostic("MAML-S202", f"{where}: {key!r} is not a param of the "
+                                  f"{kind or 'step'} kind and will be ignored; {hint}",
+                                  doc.span_of(*path, key), step=sid))
+        else:
+            out.append(diagnostic("MAML-S201", f"{where}: unexpected key {key!r}; {hint}",
+                                  doc.span_of(*path, key), step=sid))
+    return out
+
+
+def _schema_hint(path: tuple[Any, ...], kind: str | None) -> str:
+    if not path:
+        return ""
+    name = {"policy": "policy", "pipeline": "pipeline", "faults": "faults"}.get(str(path[0]))
+    if "policy" in path:
+        name = "policy"
+    elif name == "pipeline" and len(path) > 2 and path[2] == "params" and kind:
+        name = kind
+    return f" (see `maml schema {name}`)" if name else " (see `maml schema front-matter`)"
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _step_of(doc: Document, path: tuple[Any, ...]) -> str | None:
+    if len(path) >= 2 and path[0] == "pipeline" and isinstance(path[1], int):
+        pipeline = doc.meta.get("pipeline") or []
+        if path[1] < len(pipeline) and isinstance(pipeline[path[1]], dict):
+            return semantics.step_id(pipeline[path[1]])
+    return None
+
+
+def _permission_diagnostics(doc: Document) -> list[Diagnostic]:
+    value = execute_principals(doc.meta)
+    span = doc.span_of("permissions", "execute")
+    if value is False:
+        return [diagnostic("MAML-V311", "permissions.execute is false: `maml run` will refuse "
+                           "this document; set `execute: true` to let it run", span)]
+    if isinstance(value, list) and not any(str(p).strip().lower() in ANYONE for p in value):
+        who = ", ".join(map(str, value)) or "nobody"
+        return [diagnostic("MAML-V311", f"permissions.execute allows only {who}: `maml run` "
+                           "refuses anyone else; run it with `--as PRINCIPAL` or MAML_PRINCIPAL "
+                           "set to one of them", span)]
+    return []
+
+
+def _json_schema_diagnostics(doc: Document) -> list[Diagnostic]:
+    out = []
+    for name, schema, span in (("Input_Schema", doc.input_schema, doc.input_schema_span),
+                               ("Output_Schema", doc.output_schema, doc.output_schema_span)):
+        if schema is None:
+            continue
+        from jsonschema import Draft202012Validator, SchemaError, validators
+
+        cls = validators.validator_for(schema, default=Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+        except SchemaError as exc:
+            exc = (_specific(exc) or [exc])[0]
+            where = "/".join(map(str, exc.absolute_path)) or "its top level"
+            out.append(diagnostic("MAML-S203", f"{name} is not a valid JSON Schema: at {where}: "
+                                  f"{exc.message}; fix it so inputs/outputs can be checked", span))
+    return out
+
+
+def _nothing_to_run(doc: Document) -> list[Diagnostic]:
+    if doc.meta.get("pipeline") or any(b.executable_kind for b in doc.code_blocks):
+        return []
+    if any(d.code in ("MAML-P106", "MAML-P104") for d in doc.diagnostics):
+        return []
+    return [diagnostic("MAML-V315", "nothing to run: no `pipeline:` in the front matter and no "
+                       "python, bash or qasm block under Code_Blocks", doc.front_matter_span)]

@@ -1,0 +1,86 @@
+"""The JSON Schemas maml ships, found wherever maml is installed, and their validators.
+
+The schemas are the repository's top-level `schemas/` directory; the wheel carries them as
+`maml/schemas/` (pyproject force-includes them). `schemas_dir()` finds the installed copy
+through importlib.resources first, and falls back to the repository in a source or
+editable checkout. Schemas refer to each other with relative `$ref`s ("policy.json",
+"common.json#/$defs/duration") resolved through one `referencing.Registry`.
+
+Validators are built once per schema and cached: building one costs ~4 ms, reusing it
+~0.1 ms per document.
+
+    schema_names()            ["common", "faults", "front-matter", "kinds/llm", ...]
+    load_schema("llm")        the dict of schemas/kinds/llm.json ("kinds/llm", "llm.json" too)
+    validator("pipeline")     a cached Draft202012Validator that resolves $refs
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from maml.errors import UsageError
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+    from referencing import Registry
+
+BASE_URI = "https://maml.dev/schemas/"
+
+
+@lru_cache(maxsize=1)
+def schemas_dir() -> Path:
+    """The directory holding the schemas: inside the installed package, else the repo's."""
+    packaged = resources.files("maml") / "schemas"
+    if packaged.is_dir() and (packaged / "front-matter.json").is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+@lru_cache(maxsize=1)
+def schema_names() -> list[str]:
+    """Every schema by name: the path under schemas/ without `.json`."""
+    root = schemas_dir()
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.json"))
+
+
+def resolve_name(name: str) -> str:
+    """`policy`, `policy.json`, `kinds/llm`, `llm` -> the schema's name; UsageError if none."""
+    wanted = name.strip().removesuffix(".json").removeprefix(BASE_URI).strip("/")
+    names = schema_names()
+    for candidate in (wanted, f"kinds/{wanted}"):
+        if candidate in names:
+            return candidate
+    raise UsageError(f"no schema named {name!r}; the schemas are: {', '.join(names)}")
+
+
+@lru_cache(maxsize=None)
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((schemas_dir() / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema as a dict (a fresh copy: callers may change it)."""
+    return json.loads(json.dumps(_load(resolve_name(name))))
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    """A referencing.Registry holding every shipped schema under its $id."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    resources_ = [(_load(n)["$id"], Resource.from_contents(_load(n), DRAFT202012))
+                  for n in schema_names()]
+    return Registry().with_resources(resources_)
+
+
+@lru_cache(maxsize=None)
+def validator(name: str) -> Validator:
+    """A Draft 2020-12 validator for a shipped schema, built once and reused."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(_load(resolve_name(name)), registry=registry())
