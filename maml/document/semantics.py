@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from maml.document.codes import diagnostic
-from maml.document.model import Diagnostic, Document
+from maml.document.model import Block, Diagnostic, Document
 from maml.vocabulary import (ERROR_CLASSES, INJECTABLE_ERRORS, RECOVERY_ACTIONS,
                              normalise_device, parse_duration, parse_size)
 
@@ -61,11 +61,21 @@ def check_pipeline(doc: Document) -> Iterator[Finding]:
     yield from _check_cycles(doc, ids)
 
 
+def step_block(doc: Document, step: dict[str, Any]) -> Block | None:
+    """The step's fenced block: `block:` by id, else a fence whose id or step attribute is
+    the step's id (as the runtime's planner finds it)."""
+    if step.get("block") is not None:
+        return doc.block(str(step["block"]))
+    sid = step_id(step)
+    return next((b for b in doc.blocks if sid is not None
+                 and (b.id == sid or str(b.attrs.get("step", "")) == sid)), None)
+
+
 def step_kind(doc: Document, step: dict[str, Any]) -> str | None:
     """The step's kind: as written, else inferred from its block's language."""
     if isinstance(step.get("kind"), str):
         return step["kind"]
-    block = doc.block(str(step.get("block"))) if step.get("block") is not None else None
+    block = step_block(doc, step)
     return block.executable_kind if block else None
 
 
@@ -81,11 +91,16 @@ def _check_step(doc: Document, index: int, step: dict[str, Any],
             "MAML-V304", f"step {sid!r}: block {block_name!r} is not the id of any fenced block"
             f"{hint} (give the block one: ```python {{id={block_name}}})",
             doc.span_of(*here, "block"), step=sid))
-    elif "kind" not in step and block_name is not None:
-        block = doc.block(str(block_name))
-        if block is not None and block.executable_kind is None:
+    elif "kind" not in step:
+        block = step_block(doc, step)
+        if block is None:
             yield (here, diagnostic(
-                "MAML-V313", f"step {sid!r} has no kind, and its block {block_name!r} is "
+                "MAML-V313", f"step {sid!r} has no kind and no code: add `kind:` and `params:`, "
+                f"or `block: NAME` naming a fence ```python {{id=NAME}}", doc.span_of(*here),
+                step=sid))
+        elif block.executable_kind is None:
+            yield (here, diagnostic(
+                "MAML-V313", f"step {sid!r} has no kind, and its block {block.id!r} is "
                 f"{block.lang or 'untagged'}, which maml does not run; add `kind:`",
                 doc.span_of(*here), step=sid))
     yield from _check_kind(doc, here, step, sid)
@@ -261,3 +276,26 @@ def check_placeholders(doc: Document, value: Any = None,
             "MAML-V312", f"{'.'.join(map(str, path))}: {match.group()!r} is a template "
             f"placeholder that was never filled in; replace it with a real value",
             doc.span_of(*path)))
+
+
+def check_block_needs(doc: Document) -> Iterator[Finding]:
+    """Without `pipeline:`, the executable Code_Blocks are the steps (named by their step or
+    id attribute, else step1, step2...); a fence's needs=[...] must name such steps."""
+    blocks = [b for b in doc.code_blocks if b.executable_kind]
+    names = [str(b.attrs.get("step") or b.id or f"step{n + 1}") for n, b in enumerate(blocks)]
+    edges: dict[str, list[str]] = {}
+    for name, block in zip(names, blocks):
+        needs = block.attrs.get("needs")
+        items = needs if isinstance(needs, list) else [] if needs in (None, True) else [needs]
+        for need in map(str, items):
+            if need not in names:
+                yield (("block", block.span.line), diagnostic(
+                    "MAML-V302", f"the {block.lang} block of step {name!r} needs {need!r}, which "
+                    f"is not a step{suggest(need, names)}", block.span, step=name))
+        edges[name] = [str(n) for n in items if str(n) in names]
+    cycle = find_cycle(edges)
+    if cycle:
+        block = blocks[names.index(cycle[0])]
+        yield (("block", block.span.line), diagnostic(
+            "MAML-V303", f"the code blocks' needs form a cycle: {' -> '.join(cycle + [cycle[0]])}"
+            "; remove one of these needs", block.span, step=cycle[0]))

@@ -32,6 +32,8 @@ def validate(doc: Document) -> list[Diagnostic]:
         findings.extend(semantics.check_pipeline(doc))
         ids = {sid for _, s in semantics.steps(doc) if (sid := semantics.step_id(s))}
         findings.extend(semantics.check_faults(doc, ids))
+    else:
+        findings.extend(semantics.check_block_needs(doc))
     if isinstance(doc.meta.get("policy"), dict):
         findings.extend(semantics.check_policy(doc, doc.meta["policy"], ("policy",)))
     findings.extend(semantics.check_placeholders(doc))
