@@ -1,0 +1,156 @@
+"""The `quantum` step kind: an OpenQASM 2/3 or qiskit block, simulated on qiskit-aer.
+
+Params (schemas/kinds/quantum.json): `shots` (default 1024; 0 runs no sampling), `method`
+(an AerSimulator method, default automatic), `precision` double|single, `seed`,
+`return_statevector` (default true), `max_statevector_qubits` (default 10) and
+`max_memory_mb` (Aer's own memory limit; default: what Aer reads from the machine).
+
+The device is the worker's: "cuda[:N]" asks Aer for device="GPU", "cpu" for "CPU".
+
+Failures, as qiskit-aer 0.18 reports them (found by experiment, see tests):
+* a statevector that does not fit: Aer checks before it allocates and does not raise;
+  `result.success` is False and the status reads "Insufficient memory to run circuit ...
+  Required memory: 262144M, max memory: 24105M" -> OutOfMemory. `lower_precision`
+  (double -> single) halves the requirement; `switch_method` (-> matrix_product_state)
+  needs memory by entanglement, not by width. `max_memory_mb` moves Aer's limit, which makes
+  the check deterministic across machines.
+* a GPU Aer was not built for: `run()` raises RuntimeError('Simulation device "GPU" is not
+  supported on this system'); with "GPU" missing from `available_devices()` that is
+  DeviceUnavailable, which `next_device`/`cpu` recover.
+A circuit wider than the simulator's advertised width (Aer sizes `n_qubits` from memory for
+dense methods) is transpiled to Aer's standard gates without a coupling map, so that Aer's
+memory check - which knows the precision and method - decides, not the transpiler.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from maml.errors import DeviceUnavailable, InvalidInput, OutOfMemory, StepFailure, require
+from maml.runtime.kinds._circuits import load_circuit
+from maml.runtime.kinds._torch import location
+from maml.runtime.kinds.base import Kind, StepContext, StepSpec
+
+DEFAULTS: dict[str, Any] = {"shots": 1024, "method": "automatic", "precision": "double",
+                            "seed": None, "return_statevector": True,
+                            "max_statevector_qubits": 10, "max_memory_mb": None}
+#: methods that can save a statevector (the others hold a different state)
+STATEVECTOR_METHODS = frozenset({"automatic", "statevector", "matrix_product_state",
+                                 "extended_stabilizer"})
+_OOM_MARKERS = ("insufficient memory", "not enough memory")
+
+
+class QuantumKind(Kind):
+    name: ClassVar[str] = "quantum"
+    params_schema: ClassVar[str] = "quantum.json"
+    device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+
+    def run(self, ctx: StepContext, step: StepSpec) -> dict[str, Any]:
+        where = location(step)
+        params = {**DEFAULTS, **step.params, **(ctx.params or {})}
+        require("qiskit", "quantum")
+        require("qiskit_aer", "quantum")
+        circuit = load_circuit(step, params, where)
+        simulator = make_simulator(params, ctx.device, where)
+        ctx.heartbeat()
+        shots = int(params["shots"])
+        output: dict[str, Any] = {"num_qubits": circuit.num_qubits, "shots": shots,
+                                  "method": params["method"], "precision": params["precision"],
+                                  "device": ctx.device, "measurements_added": False}
+        if shots > 0:
+            measured = circuit
+            if circuit.num_clbits == 0 or not circuit.count_ops().get("measure"):
+                measured = circuit.measure_all(inplace=False)
+                output["measurements_added"] = True
+            result = simulate(simulator, measured, params, ctx.device, where, shots=shots)
+            output["counts"] = dict(sorted(result.get_counts(0).items()))
+            ctx.progress(1, 2, "circuits")
+        if params["return_statevector"] and circuit.num_qubits <= int(
+                params["max_statevector_qubits"]):
+            output.update(statevector_output(simulator, circuit, params, ctx.device, where))
+        ctx.progress(2, 2, "circuits")
+        return output
+
+
+def make_simulator(params: dict[str, Any], device: str, where: dict[str, Any]) -> Any:
+    from qiskit_aer import AerSimulator
+
+    options: dict[str, Any] = {"method": params["method"], "precision": params["precision"],
+                               "device": "CPU" if device == "cpu" else "GPU"}
+    if params.get("seed") is not None:
+        options["seed_simulator"] = int(params["seed"])
+    if params.get("max_memory_mb"):
+        options["max_memory_mb"] = int(params["max_memory_mb"])
+    if params["precision"] not in ("double", "single"):
+        raise InvalidInput(f"precision {params['precision']!r} is not double or single", **where)
+    simulator = AerSimulator()
+    if params["method"] not in simulator.available_methods():
+        raise InvalidInput(f"method {params['method']!r} is not one of Aer's: "
+                           f"{', '.join(simulator.available_methods())}", **where)
+    return AerSimulator(**options)
+
+
+def simulate(simulator: Any, circuit: Any, params: dict[str, Any], device: str,
+             where: dict[str, Any], *, shots: int) -> Any:
+    """Transpile for the simulator, run, and turn Aer's failures into StepFailures."""
+    from qiskit import transpile
+    from qiskit_aer import AerError
+
+    compiled = transpile(circuit, **_transpile_target(simulator, circuit),
+                         seed_transpiler=params.get("seed"))
+    try:
+        result = simulator.run(compiled, shots=shots).result()
+    except AerError as exc:
+        _raise_memory(str(exc), params, where, exc)
+        raise
+    except RuntimeError as exc:
+        if device != "cpu" and "GPU" not in simulator.available_devices():
+            raise DeviceUnavailable(f"qiskit-aer cannot simulate on {device}: {exc} "
+                                    f"(devices: {', '.join(simulator.available_devices())})",
+                                    **where) from exc
+        raise
+    if not result.success:
+        message = _status(result)
+        _raise_memory(message, params, where, None)
+        raise StepFailure(f"qiskit-aer failed: {message}", **where)
+    return result
+
+
+def _transpile_target(simulator: Any, circuit: Any) -> dict[str, Any]:
+    if circuit.num_qubits <= simulator.configuration().n_qubits:
+        return {"backend": simulator}
+    from qiskit.circuit.library import get_standard_gate_name_mapping
+
+    standard = get_standard_gate_name_mapping()
+    return {"basis_gates": [g for g in simulator.configuration().basis_gates if g in standard]}
+
+
+def _status(result: Any) -> str:
+    statuses = [str(getattr(r, "status", "")) for r in getattr(result, "results", [])]
+    return "; ".join(s for s in statuses if s) or str(result.status)
+
+
+def _raise_memory(message: str, params: dict[str, Any], where: dict[str, Any],
+                  cause: BaseException | None) -> None:
+    # Aer reports its memory refusal only as text (result status or AerError message)
+    if any(marker in message.lower() for marker in _OOM_MARKERS):
+        error = OutOfMemory(f"qiskit-aer ({params['method']}, {params['precision']}): "
+                            f"{message.removeprefix('ERROR:').strip()}", **where)
+        raise error from cause
+
+
+def statevector_output(simulator: Any, circuit: Any, params: dict[str, Any], device: str,
+                       where: dict[str, Any]) -> dict[str, Any]:
+    """The final state of the circuit without its final measurements, and its probabilities."""
+    if params["method"] not in STATEVECTOR_METHODS:
+        return {"statevector": None,
+                "statevector_note": f"method {params['method']} does not hold a statevector"}
+    unmeasured = circuit.remove_final_measurements(inplace=False)
+    unmeasured.save_statevector()
+    result = simulate(simulator, unmeasured, params, device, where, shots=1)
+    amplitudes = result.get_statevector(0)
+    width = unmeasured.num_qubits
+    probabilities = {format(i, f"0{width}b"): round(float(abs(a) ** 2), 12)
+                     for i, a in enumerate(amplitudes) if abs(a) ** 2 > 1e-12}
+    return {"statevector": [[float(a.real), float(a.imag)] for a in amplitudes],
+            "probabilities": probabilities}
