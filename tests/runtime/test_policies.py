@@ -105,7 +105,7 @@ def test_never_retried_classes_give_up_at_once_even_with_a_retry_chain(cls):
     state = AttemptState("s")
     decision = decide(policy({cls: ["retry"]}, retries=10), state, error(cls),
                       devices=["cpu"], rng=random.Random())
-    assert decision.give_up and not decision.retries
+    assert decision.give_up and not decision.another_attempt
     assert cls in decision.reason and decision.delay == 0
 
 
@@ -205,7 +205,18 @@ def test_any_failure_sequence_keeps_the_invariants(classes, chain, retries, batc
         if cls in NEVER_RETRIED:
             assert decision.give_up
         state.advance(err, decision)
-        if not decision.retries:
+        if not decision.another_attempt:
             break
         recoveries += 1
     assert recoveries <= retries and state.retries_used == recoveries
+
+
+def test_public_names_are_complete_and_importable():
+    import inspect
+
+    import maml.runtime.policies as policies
+
+    assert sorted(policies.__all__) == sorted(
+        name for name, value in vars(policies).items()
+        if not name.startswith("_") and not inspect.ismodule(value))
+    assert all(hasattr(policies, name) for name in policies.__all__)

@@ -87,7 +87,7 @@ class Decision:
     chain_position: dict[str, int] = field(default_factory=dict)  # the state's next positions
 
     @property
-    def retries(self) -> bool:
+    def another_attempt(self) -> bool:
         """True when another attempt follows."""
         return not (self.give_up or self.skip)
 
