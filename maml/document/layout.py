@@ -45,7 +45,8 @@ class Layout:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
-def split(text: str) -> Layout:
+def split(text: str, scan_body: bool = True) -> Layout:
+    """Find the front matter; with scan_body, also look for the body's outline mistakes."""
     lines = text.split("\n")
     layout = Layout(body=lines)
     _unwrap_fenced_document(layout)
@@ -56,6 +57,8 @@ def split(text: str) -> Layout:
         _report_missing_front_matter(layout, first)
     span = layout.front_matter_span
     start = (span.end_line or 0) if span else 0
+    if not scan_body:
+        return layout
     _blank_later_front_matter(layout, start)
     _report_chat_text(layout, start)
     return layout

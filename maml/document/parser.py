@@ -30,13 +30,13 @@ def parse(text: str | bytes, path: str | None = None) -> Document:
                                           "starts with '---' front matter", SourceSpan(1)))
         dialects.normalise(doc)
         return doc
-    parts = layout.split(text_str)
+    oversize = source.too_large(text_str)
+    parts = layout.split(text_str, scan_body=oversize is None)
     doc.diagnostics.extend(parts.diagnostics)
     doc.front_matter_span = parts.front_matter_span
     if parts.yaml_text is not None:
         _read_front_matter(doc, parts.yaml_text, parts.yaml_first_line)
     dialects.normalise(doc)
-    oversize = source.too_large(text_str)
     if oversize:
         doc.diagnostics.append(oversize)
     else:
