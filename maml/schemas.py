@@ -78,9 +78,13 @@ def registry() -> Registry:
     return Registry().with_resources(resources_)
 
 
-@lru_cache(maxsize=None)
 def validator(name: str) -> Validator:
     """A Draft 2020-12 validator for a shipped schema, built once and reused."""
+    return _validator(resolve_name(name))
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> Validator:
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(_load(resolve_name(name)), registry=registry())
+    return Draft202012Validator(_load(name), registry=registry())

@@ -1,0 +1,88 @@
+"""`maml validate` and `maml schema` through the real entry point: output, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+DIALECTS = ROOT / "documents" / "dialects"
+
+
+def maml(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_clean_documents_exit_zero_with_a_summary():
+    result = maml("validate", *sorted(map(str, DIALECTS.glob("*.maml.md"))))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 documents, all valid" in result.stderr
+    assert all(" info " in line for line in result.stdout.splitlines())
+
+
+def test_errors_are_located_and_exit_one():
+    path = FIXTURES / "unclosed_python_fence.maml.md"
+    result = maml("validate", str(path))
+    assert result.returncode == 1
+    assert f"{path}:9:1: error MAML-P121 " in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_json_output_shape():
+    paths = [str(FIXTURES / "pipeline_errors.maml.md"), str(DIALECTS / "canonical.maml.md")]
+    result = maml("validate", "--json", *paths)
+    assert result.returncode == 1
+    payload = json.loads(result.stdout)
+    assert list(payload) == ["documents"]
+    bad, good = payload["documents"]
+    assert (bad["path"], bad["valid"], good["valid"]) == (paths[0], False, True)
+    for d in bad["diagnostics"]:
+        assert {"code", "severity", "message", "line", "column"} <= set(d) <= \
+            {"code", "severity", "message", "line", "column", "step"}
+    assert {"code": "MAML-V305", "line": 13, "step": "load"}.items() <= \
+        next(d for d in bad["diagnostics"] if d["code"] == "MAML-V305").items()
+
+
+def test_strict_counts_warnings():
+    path = str(FIXTURES / "float_version_timestamp.maml.md")
+    assert maml("validate", path).returncode == 0
+    assert maml("validate", "--strict", path).returncode == 1
+
+
+def test_usage_errors_exit_two_without_traceback():
+    result = maml("validate", "no/such/file.maml.md")
+    assert result.returncode == 2
+    assert "no/such/file.maml.md: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert maml("validate").returncode == 2
+    assert maml("schema", "nope").returncode == 2
+
+
+def test_every_fixture_runs_without_traceback():
+    result = maml("validate", "--json", *sorted(map(str, FIXTURES.glob("*.maml.md"))))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(json.loads(result.stdout)["documents"]) == len(list(FIXTURES.glob("*.maml.md")))
+
+
+def test_schema_command():
+    listing = maml("schema")
+    assert listing.returncode == 0 and "kinds/llm" in listing.stdout.split()
+    for name in ("policy", "kinds/llm", "llm"):
+        result = maml("schema", name)
+        assert result.returncode == 0
+        assert json.loads(result.stdout)["$id"].startswith("https://maml.dev/schemas/")
+    assert maml("schema", "--path", "policy").stdout.strip().endswith("policy.json")
+
+
+def test_validate_imports_nothing_heavy():
+    code = ("import sys\nfrom maml.cli import main\ntry:\n    main(['validate', %r])\n"
+            "except SystemExit:\n    pass\nheavy = ['torch', 'qiskit', 'cv2', 'transformers', 'ray', "
+            "'networkx', 'qiskit_aer', 'matplotlib', 'pynvml']\n"
+            "print([m for m in heavy if m in sys.modules])\n") % str(DIALECTS / "canonical.maml.md")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr

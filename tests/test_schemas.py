@@ -1,0 +1,65 @@
+"""maml/schemas.py: finding, naming and validating with the shipped schemas."""
+
+from __future__ import annotations
+
+import pytest
+
+from maml import schemas, vocabulary
+from maml.errors import UsageError
+
+
+def test_names_and_resolution():
+    names = schemas.schema_names()
+    for name in ("front-matter", "policy", "pipeline", "faults", "kinds/python", "kinds/shell",
+                 "kinds/llm", "kinds/quantum", "kinds/video"):
+        assert name in names
+    assert schemas.resolve_name("llm") == schemas.resolve_name("kinds/llm.json") == "kinds/llm"
+    with pytest.raises(UsageError, match="no schema named"):
+        schemas.resolve_name("nope")
+
+
+def test_every_schema_is_valid_draft_2020_12_with_its_id():
+    from jsonschema import Draft202012Validator
+
+    for name in schemas.schema_names():
+        schema = schemas.load_schema(name)
+        Draft202012Validator.check_schema(schema)
+        assert schema["$id"] == f"https://maml.dev/schemas/{name}.json"
+
+
+def test_validators_are_built_once():
+    assert schemas.validator("policy") is schemas.validator("policy.json")
+
+
+def test_refs_resolve_across_files():
+    errors = list(schemas.validator("pipeline").iter_errors(
+        [{"id": "s", "kind": "llm", "params": {"model": "m", "precision": "fp64"},
+          "policy": {"timeout": "forever"}}]))
+    paths = sorted(tuple(e.absolute_path) for e in errors)
+    assert paths == [(0, "params", "precision"), (0, "policy", "timeout")]
+
+
+def test_schema_vocabulary_matches_the_engine():
+    policy = schemas.load_schema("policy")
+    assert tuple(policy["properties"]["on"]["propertyNames"]["enum"]) == vocabulary.ERROR_CLASSES
+    assert tuple(policy["$defs"]["action"]["enum"]) == vocabulary.RECOVERY_ACTIONS
+    assert tuple(policy["properties"]["on_exhausted"]["enum"]) == vocabulary.ON_EXHAUSTED
+    faults = schemas.load_schema("faults")
+    assert tuple(faults["items"]["anyOf"][1]["properties"]["error"]["enum"]) == \
+        vocabulary.INJECTABLE_ERRORS
+
+
+@pytest.mark.parametrize("value, ok", [("10m", True), ("0.5s", True), ("250ms", True), (3, True),
+                                       ("10 minutes", False), (-1, False)])
+def test_duration_pattern_agrees_with_parse_duration(value, ok):
+    common = schemas.validator("common")
+    from jsonschema import Draft202012Validator
+
+    duration = Draft202012Validator(common.schema["$defs"]["duration"])
+    assert duration.is_valid(value) is ok
+    try:
+        vocabulary.parse_duration(value)
+        parsed = True
+    except ValueError:
+        parsed = False
+    assert parsed is ok
