@@ -1,0 +1,144 @@
+"""The video kind's op chain: parsing it, and running it with OpenCV on the CPU.
+
+An op is `{op: NAME, ...args}` (or just "NAME" when the defaults do):
+
+| op            | args (defaults)                    | OpenCV                                   |
+|---------------|------------------------------------|------------------------------------------|
+| cvt_gray      | -                                  | cvtColor BGR2GRAY (no-op on gray)         |
+| resize        | width, height (both required)      | resize, INTER_LINEAR                      |
+| gaussian_blur | ksize 5 (odd), sigma 0 (from ksize)| GaussianBlur, BORDER_REFLECT_101          |
+| threshold     | value 127, max 255                 | threshold THRESH_BINARY (v > value)       |
+| canny         | low 50, high 150                   | Canny (L1 gradient) on gray (converted)  |
+| sobel         | dx 1, dy 0, ksize 3                | convertScaleAbs(Sobel(CV_16S))            |
+| frame_diff    | -                                  | absdiff with the previous frame (the first frame of the stream gives zeros) |
+
+Every op maps uint8 frames to uint8 frames, so the torch path (_video_torch.py) can round
+to the same values after each op and the two paths stay comparable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from maml.errors import InvalidInput
+
+OP_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cvt_gray": {},
+    "resize": {"width": None, "height": None},
+    "gaussian_blur": {"ksize": 5, "sigma": 0.0},
+    "threshold": {"value": 127, "max": 255},
+    "canny": {"low": 50, "high": 150},
+    "sobel": {"dx": 1, "dy": 0, "ksize": 3},
+    "frame_diff": {},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    name: str
+    args: dict[str, Any]
+    label: str                      # "2:gaussian_blur": a key for per-op timings
+
+
+def parse_ops(raw: Any, where: dict[str, Any]) -> list[Op]:
+    """The ops of `params.ops`, checked; InvalidInput names the op that is wrong."""
+    if not isinstance(raw, list):
+        raise InvalidInput("video ops must be a list of {op: NAME, ...}", **where)
+    ops = []
+    for index, item in enumerate(raw):
+        spec = {"op": item} if isinstance(item, str) else dict(item or {})
+        name = spec.pop("op", None)
+        if name not in OP_DEFAULTS:
+            raise InvalidInput(f"video op #{index + 1} {name!r} is not one of "
+                               f"{', '.join(OP_DEFAULTS)}", **where)
+        unknown = set(spec) - set(OP_DEFAULTS[name])
+        if unknown:
+            raise InvalidInput(f"video op #{index + 1} {name}: unknown args "
+                               f"{', '.join(sorted(unknown))}", **where)
+        args = {**OP_DEFAULTS[name], **spec}
+        _check(name, args, index, where)
+        ops.append(Op(name, args, f"{index}:{name}"))
+    return ops
+
+
+def _check(name: str, args: dict[str, Any], index: int, where: dict[str, Any]) -> None:
+    problem = None
+    if name == "resize" and not all(isinstance(args[k], int) and args[k] > 0
+                                    for k in ("width", "height")):
+        problem = "needs positive integer width and height"
+    elif name == "gaussian_blur" and (int(args["ksize"]) < 1 or int(args["ksize"]) % 2 == 0):
+        problem = "ksize must be a positive odd number"
+    elif name == "sobel" and (args["ksize"] not in (1, 3, 5, 7) or
+                              int(args["dx"]) + int(args["dy"]) < 1):
+        problem = "ksize must be 1, 3, 5 or 7 and dx + dy at least 1"
+    elif name == "canny" and not float(args["low"]) <= float(args["high"]):
+        problem = "low must not exceed high"
+    if problem:
+        raise InvalidInput(f"video op #{index + 1} {name}: {problem}", **where)
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, label: str, since: float) -> None:
+        self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - since
+
+
+class OpenCVChain:
+    """Runs the ops frame by frame with OpenCV on numpy batches (N, H, W[, 3])."""
+
+    backend = "opencv"
+
+    def __init__(self, ops: list[Op]) -> None:
+        import cv2
+        import numpy as np
+
+        self.cv2, self.np, self.ops = cv2, np, ops
+        self.previous: dict[str, Any] = {}      # frame_diff: last frame seen, per op
+        self.timings = Timings()
+
+    def process(self, batch: Any) -> Any:
+        for op in self.ops:
+            started = time.perf_counter()
+            frames = self._diff(op, batch) if op.name == "frame_diff" else self._each(op, batch)
+            batch = self.np.stack(list(frames))
+            self.timings.add(op.label, started)
+        return batch
+
+    def _each(self, op: Op, batch: Any) -> Any:
+        cv2, a = self.cv2, op.args
+        for frame in batch:
+            if op.name in ("cvt_gray", "canny") and frame.ndim == 3:
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            if op.name == "resize":
+                frame = cv2.resize(frame, (a["width"], a["height"]),
+                                   interpolation=cv2.INTER_LINEAR)
+            elif op.name == "gaussian_blur":
+                frame = cv2.GaussianBlur(frame, (int(a["ksize"]),) * 2, float(a["sigma"]))
+            elif op.name == "threshold":
+                frame = cv2.threshold(frame, float(a["value"]), float(a["max"]),
+                                      cv2.THRESH_BINARY)[1]
+            elif op.name == "canny":
+                frame = cv2.Canny(frame, float(a["low"]), float(a["high"]))
+            elif op.name == "sobel":
+                frame = cv2.convertScaleAbs(cv2.Sobel(frame, cv2.CV_16S, int(a["dx"]),
+                                                      int(a["dy"]), ksize=int(a["ksize"])))
+            yield frame
+
+    def _diff(self, op: Op, batch: Any) -> Any:
+        previous = self.previous.get(op.label, batch[0])
+        for frame in batch:
+            yield self.cv2.absdiff(frame, previous)
+            previous = frame
+        self.previous[op.label] = previous
+
+    def summarise(self, frames: Any) -> tuple[int, int, int]:
+        """(sum of pixel values, non-zero pixels, pixels) of a processed batch."""
+        return int(frames.sum(dtype=self.np.int64)), int(self.np.count_nonzero(frames)), \
+            int(frames.size)
+
+    def to_numpy(self, frames: Any) -> Any:
+        return frames
