@@ -35,18 +35,7 @@ def verify_path(path: str | os.PathLike[str] | None = None,
     """Check every record of a graph; the report names each record that fails and why."""
     log_path = store.resolve_log_path(path)
     trusted = trusted_keys(public_key)
-    _, report = read_log(log_path, trusted)
-    if not trusted and report.heads:
-        report.problems.insert(0, _no_key_problem(report))
-    return report
-
-
-def _no_key_problem(report: VerifyReport) -> Any:
-    from maml.graph.load import Problem
-
-    return Problem(report.problems[0].line if report.problems else 1, None,
-                   f"no trusted public key in {keys.config_dir()}: pass --key PUB "
-                   "(or public_key=) or create your key with `maml keys init`")
+    return read_log(log_path, trusted)[1]
 
 
 def open(path: str | os.PathLike[str] | None = None, *, verify: bool = True,
@@ -61,8 +50,6 @@ def open(path: str | os.PathLike[str] | None = None, *, verify: bool = True,
     log_path = store.resolve_log_path(path)
     trusted = trusted_keys(public_key) if verify else None
     index, report = read_log(log_path, trusted, stop_at_first=verify)
-    if verify and not trusted and report.heads:
-        report.problems.insert(0, _no_key_problem(report))
     if verify and report.problems:
         first = report.problems[0]
         raise VerifyError(f"{first.reason}" + (f" (node {first.node})" if first.node else ""),

@@ -25,10 +25,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                             allow_nan=False, check_circular=False)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CanonicalError(ValueError):
@@ -60,7 +64,7 @@ def normalise(value: Any) -> Any:
             value.encode("utf-8")
             return value
         except UnicodeEncodeError:
-            return value.encode("utf-8", "replace").decode("utf-8")
+            return _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {normalise(str(k)): normalise(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

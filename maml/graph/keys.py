@@ -97,8 +97,6 @@ def _pem(private: Ed25519PrivateKey) -> tuple[bytes, bytes]:
 
 def create_key(directory: Path | None = None, *, force: bool = False) -> SigningKey:
     """Make a new key. With force, the old key's public half moves to trusted/ first."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     directory = directory or config_dir()
     _ensure_dir(directory)
     private_path = directory / PRIVATE_NAME
@@ -110,11 +108,19 @@ def create_key(directory: Path | None = None, *, force: bool = False) -> Signing
         trust_public_key(old.public, directory)
         private_path.unlink()
         (directory / PUBLIC_NAME).unlink(missing_ok=True)
-    private_pem, public_pem = _pem(Ed25519PrivateKey.generate())
-    _write_exclusive(private_path, private_pem)
+    return _new_key(directory)[0]
+
+
+def _new_key(directory: Path) -> tuple[SigningKey, bool]:
+    """Generate and store a key unless another process stores one first; (key on disk, ours?)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    _ensure_dir(directory)
+    private_pem, _ = _pem(Ed25519PrivateKey.generate())
+    won = _write_exclusive(directory / PRIVATE_NAME, private_pem)
     key = load_key(directory)          # whoever won a race, use the key on disk
     _write_exclusive(directory / PUBLIC_NAME, _pem(key.private)[1])
-    return key
+    return key, won
 
 
 def load_key(directory: Path | None = None) -> SigningKey:
@@ -138,9 +144,10 @@ def load_or_create_key(directory: Path | None = None) -> SigningKey:
     directory = directory or config_dir()
     if (directory / PRIVATE_NAME).exists():
         return load_key(directory)
-    key = create_key(directory)
-    print(f"maml: created signing key {key.id} at {key.path} (back it up: maml keys export)",
-          file=sys.stderr)
+    key, created = _new_key(directory)
+    if created:
+        print(f"maml: created signing key {key.id} at {key.path} "
+              "(back it up: maml keys export)", file=sys.stderr)
     return key
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maml.graph import signing, store
+from maml.graph.keys import config_dir
 from maml.graph.index import LogIndex
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class _Reader:
                  stop_at_first: bool) -> None:
         self.path, self.trusted, self.stop = path, trusted, stop_at_first
         self.report = VerifyReport(str(path), signatures_checked=trusted is not None)
-        self.index = LogIndex(path)
+        self.index = LogIndex(path, recheck=trusted is not None)
         self.staged: list[tuple[str, dict[str, Any], int, int]] = []  # id, node, offset, line
         self.seen: set[str] = set()
         self.count = 0
@@ -202,7 +203,10 @@ class _Reader:
             return
         key_id = head.get("key")
         public = self.trusted.get(key_id)  # type: ignore[arg-type]
-        if public is None:
+        if not self.trusted:
+            self.problem(line, covers, f"no trusted public key in {config_dir()}: pass --key "
+                                       "PUB (or public_key=) or create yours: maml keys init")
+        elif public is None:
             self.problem(line, covers, f"signed by key {key_id}, which is not trusted "
                                        "(pass --key PUB, or add it to the trusted keys)")
         elif not signing.verify_signature(public, body, signature):

@@ -47,6 +47,7 @@ HEAD_PREFIX = b'{"head":'
 def resolve_log_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The log file for a graph given as a directory, a `.jsonl` file, $MAML_GRAPH or the default."""
     raw = Path(path if path is not None else os.environ.get("MAML_GRAPH") or DEFAULT_DIR)
+    raw = raw.expanduser().absolute()   # a later chdir must not move the graph
     if raw.suffix == ".jsonl" or raw.is_file():
         return raw
     return raw / LOG_NAME
