@@ -4,7 +4,8 @@
 the original so the record keeps the library's own exception type:
 
     torch.OutOfMemoryError (= torch.cuda.OutOfMemoryError),
-    host MemoryError                                       -> OutOfMemory  (cache emptied)
+    host MemoryError, torch's "DefaultCPUAllocator: can't allocate memory"
+                                                           -> OutOfMemory  (cache emptied)
     torch.AcceleratorError, RuntimeError "CUDA error: ..."  -> CudaFault    (context is sticky)
 
 `MAML_CUDA_MEMORY_FRACTION` (0 < f <= 1) caps what torch's allocator may take from each GPU
@@ -75,6 +76,13 @@ def empty_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def is_host_oom(exc: BaseException) -> bool:
+    """torch's CPU allocator failing: a plain RuntimeError, told apart only by its text."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator" in text and (
+        "can't allocate memory" in text or "not enough memory" in text)
+
+
 def is_cuda_fault(exc: BaseException) -> bool:
     """A sticky CUDA failure: the process's context can no longer be trusted."""
     names = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__}
@@ -97,6 +105,9 @@ def torch_failures(torch: Any, what: str, *, where: dict[str, Any]) -> Iterator[
         empty_cuda_cache()
         raise error from exc
     except (RuntimeError, getattr(torch, "AcceleratorError", RuntimeError)) as exc:
+        if is_host_oom(exc):
+            raise OutOfMemory(f"out of host memory while {what}: {_first_line(exc)}",
+                              **where) from exc
         if not is_cuda_fault(exc):
             raise
         raise CudaFault(f"CUDA fault while {what}: {_first_line(exc)}", **where) from exc

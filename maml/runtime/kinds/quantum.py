@@ -104,16 +104,24 @@ def simulate(simulator: Any, circuit: Any, params: dict[str, Any], device: str,
         _raise_memory(str(exc), params, where, exc)
         raise
     except RuntimeError as exc:
-        if device != "cpu" and "GPU" not in simulator.available_devices():
+        devices = aer_devices()
+        if device != "cpu" and "GPU" not in devices:
             raise DeviceUnavailable(f"qiskit-aer cannot simulate on {device}: {exc} "
-                                    f"(devices: {', '.join(simulator.available_devices())})",
-                                    **where) from exc
+                                    f"(devices: {', '.join(devices)})", **where) from exc
         raise
     if not result.success:
         message = _status(result)
         _raise_memory(message, params, where, None)
         raise StepFailure(f"qiskit-aer failed: {message}", **where)
     return result
+
+
+def aer_devices() -> tuple[str, ...]:
+    """The devices this Aer build can use. Asked of a default AerSimulator: one made with
+    method= and device="GPU" answers ("GPU",) whether or not the build has a GPU."""
+    from qiskit_aer import AerSimulator
+
+    return tuple(AerSimulator().available_devices())
 
 
 def _transpile_target(simulator: Any, circuit: Any) -> dict[str, Any]:
@@ -142,13 +150,15 @@ def _raise_memory(message: str, params: dict[str, Any], where: dict[str, Any],
 def statevector_output(simulator: Any, circuit: Any, params: dict[str, Any], device: str,
                        where: dict[str, Any]) -> dict[str, Any]:
     """The final state of the circuit without its final measurements, and its probabilities."""
+    import numpy as np
+
     if params["method"] not in STATEVECTOR_METHODS:
         return {"statevector": None,
                 "statevector_note": f"method {params['method']} does not hold a statevector"}
     unmeasured = circuit.remove_final_measurements(inplace=False)
     unmeasured.save_statevector()
     result = simulate(simulator, unmeasured, params, device, where, shots=1)
-    amplitudes = result.get_statevector(0)
+    amplitudes = np.asarray(result.get_statevector(0))
     width = unmeasured.num_qubits
     probabilities = {format(i, f"0{width}b"): round(float(abs(a) ** 2), 12)
                      for i, a in enumerate(amplitudes) if abs(a) ** 2 > 1e-12}
