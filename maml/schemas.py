@@ -21,6 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 from maml.errors import UsageError
 
@@ -87,4 +88,45 @@ def validator(name: str) -> Validator:
 def _validator(name: str) -> Validator:
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(_load(name), registry=registry())
+    # validating against the dereferenced copy skips referencing's per-$ref URL joins and
+    # lookups, half of jsonschema's time on a front matter; errors and paths are the same
+    return Draft202012Validator(dereferenced(name), registry=registry())
+
+
+_ANNOTATIONS = frozenset({"description", "title", "default", "$comment", "examples"})
+
+
+def dereferenced(name: str) -> dict[str, Any]:
+    """The schema with every `$ref` (to this file or another shipped one) replaced by the
+    schema it names; the shipped schemas are not recursive, so this terminates."""
+    schema = _load(resolve_name(name))
+    inlined = _inline(schema, schema["$id"], 0)
+    return {"$schema": schema["$schema"], "$id": schema["$id"], **inlined}
+
+
+def _inline(node: Any, base: str, depth: int) -> Any:
+    if depth > 64:
+        raise RecursionError(f"$ref chain too deep at {base}")
+    if isinstance(node, list):
+        return [_inline(item, base, depth) for item in node]
+    if not isinstance(node, dict):
+        return node
+    base = urljoin(base, node["$id"]) if isinstance(node.get("$id"), str) else base
+    out = {k: _inline(v, base, depth) for k, v in node.items()
+           if k not in ("$ref", "$id", "$schema")}
+    if isinstance(node.get("$ref"), str):
+        target_uri = urljoin(base, node["$ref"])
+        target = _inline(_resolve_ref(target_uri), target_uri.partition("#")[0], depth + 1)
+        if set(out) <= _ANNOTATIONS:
+            return {**target, **out}
+        return {"allOf": [target], **out}
+    return out
+
+
+def _resolve_ref(uri: str) -> Any:
+    document, _, fragment = uri.partition("#")
+    name = document.removeprefix(BASE_URI).removesuffix(".json")
+    node: Any = _load(name)
+    for part in filter(None, fragment.split("/")):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node

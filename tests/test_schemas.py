@@ -63,3 +63,26 @@ def test_duration_pattern_agrees_with_parse_duration(value, ok):
     except ValueError:
         parsed = False
     assert parsed is ok
+
+
+def test_dereferenced_validator_reports_what_the_registry_one_does():
+    """The cached validators use an inlined copy of the schemas; it must agree with $refs."""
+    from pathlib import Path
+
+    from jsonschema import Draft202012Validator
+
+    from maml.document.parser import parse_file
+    from maml.document.yamlload import json_view
+
+    with_refs = Draft202012Validator(schemas.load_schema("front-matter"),
+                                     registry=schemas.registry())
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    instances = [json_view(parse_file(p).front_matter) for p in sorted(fixtures.glob("*.maml.md"))]
+    instances.append({"pipeline": [{"id": "v", "kind": "video", "params": {
+        "ops": [{"op": "sobel", "ksize": 2}], "sink": {"codec": "x"}}}],
+        "policy": {"backoff": {"jitter": 2}, "on": {"oom": "nope"}}, "faults": [3]})
+    for instance in instances:
+        def errors(validator):
+            return sorted((tuple(e.absolute_path), e.message) for e in validator.iter_errors(instance))
+        assert errors(schemas.validator("front-matter")) == errors(with_refs)
+    assert errors(with_refs)  # the last instance really is invalid

@@ -10,9 +10,9 @@ costs ~0.27 s here, more than the whole cold start of `maml validate`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from maml.document.codes import diagnostic
@@ -28,6 +28,8 @@ _PLACEHOLDER = re.compile(r"\[YOUR[_ A-Z0-9-]*\]|\{\{[^{}]*\}\}|%\{[^{}]*\}|<(?:
 
 def suggest(word: str, choices: Any) -> str:
     """`; did you mean 'x'?` or `; known: a, b, c`."""
+    import difflib  # only when something is misspelt
+
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(choices)}"
 
@@ -118,16 +120,24 @@ def _check_kind(doc: Document, here: tuple[Any, ...], step: dict[str, Any],
     kind = step.get("kind")
     if not isinstance(kind, str):
         return
-    from maml.runtime.kinds.base import BUILTIN_KINDS, kind_names
+    from maml.runtime.kinds.base import BUILTIN_KINDS
 
     if kind in BUILTIN_KINDS:
         return
-    known = kind_names()  # reads entry points: only when the kind is not built in
+    known = _known_kinds()
     if kind not in known:
         yield (here + ("kind",), diagnostic(
             "MAML-V305", f"step {sid!r}: unknown kind {kind!r}{suggest(kind, known)} (a plugin "
             "kind must be installed to register its `maml.kinds` entry point)",
             doc.span_of(*here, "kind"), step=sid))
+
+
+@lru_cache(maxsize=1)
+def _known_kinds() -> list[str]:
+    """Kind names from the entry points: ~50 ms to read, so once per process."""
+    from maml.runtime.kinds.base import kind_names
+
+    return kind_names()
 
 
 def _check_needs(doc: Document, here: tuple[Any, ...], step: dict[str, Any], sid: str | None,
