@@ -156,7 +156,8 @@ class FileSink:
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec),
                                           self.fps, (width, height), frames.ndim == 4)
             if not self.writer.isOpened():
-                raise InvalidInput(f"cannot write {self.path} with codec {self.codec}",
+                raise InvalidInput(f"cannot write {self.path} with codec {self.codec} (OpenCV "
+                                   f"refused it; use a {CODECS[self.codec]} file name)",
                                    **self.where)
         for frame in frames:
             self.writer.write(frame)
