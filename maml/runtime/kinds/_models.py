@@ -22,8 +22,10 @@ frees the memory it claims to free.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import warnings
+from contextlib import nullcontext, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,7 +129,10 @@ def _load(ref: ModelRef, task: str, precision: str, device: Any,
     auto = transformers.AutoModelForCausalLM if task == "generate" else transformers.AutoModel
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
              "int8": torch.float32}[precision]
-    model = auto.from_pretrained(ref.directory, dtype=dtype, **common)
+    # the GGUF de-quantiser draws a bare tqdm bar on stderr; the step reports its own progress
+    quiet = redirect_stderr(io.StringIO()) if ref.gguf_file else nullcontext()
+    with quiet:
+        model = auto.from_pretrained(ref.directory, dtype=dtype, **common)
     model.eval()
     if precision == "int8":
         with warnings.catch_warnings():   # torch.ao's eager API is deprecated, still works
