@@ -33,10 +33,20 @@ def validate(doc: Document | str | os.PathLike[str]) -> list[Diagnostic]:
     return _validate(doc)  # type: ignore[arg-type]
 
 
-def run(doc: Document | str | os.PathLike[str], **options: Any) -> RunResult:
-    """Run a document's pipeline; options as `maml.runtime.run_document` documents them."""
+def run(doc: Document | str | os.PathLike[str], *, graph: str | os.PathLike[str] | bool | None = None,
+        observers: Any = (), **options: Any) -> RunResult:
+    """Run a document's pipeline; options as `maml.runtime.run_document` documents them.
+
+    `graph`: where the error graph goes (None: the default, .maml/graph or $MAML_GRAPH;
+    a path; False: record nothing). `observers`: extra runtime observers (progress, ...).
+    """
     from maml.runtime.api import run_document
 
     if not hasattr(doc, "blocks"):
         doc = load(doc)  # type: ignore[arg-type]
-    return run_document(doc, **options)  # type: ignore[arg-type]
+    observers = list(observers)
+    # LEAD: attach the graph recorder here unless graph is False, e.g.
+    #   recorder = maml.graph.record.Recorder(None if graph in (None, True) else graph)
+    #   observers.append(recorder) ... run ... recorder.close(); result.graph = str(recorder.path)
+    result = run_document(doc, observers=observers, **options)  # type: ignore[arg-type]
+    return result

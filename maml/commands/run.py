@@ -1,0 +1,101 @@
+"""`maml run FILE`: run a document's pipeline under its fault-tolerance policy.
+
+The run id goes to stderr as soon as the run starts (so a killed run can be resumed), the
+progress to stderr, and the result to stdout: the final output as JSON, or with `--json`
+exactly DESIGN §9's object. Exit codes: 0 the run succeeded; 1 it failed or ended
+`partial` (some steps failed or were skipped: the result is incomplete, which a script must
+not mistake for success); 2 a usage error; 3 refused (permissions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from maml.errors import UsageError
+
+
+class _RunIdAnnouncer:
+    def on_run_started(self, *, run_id: str, resumed: bool = False, **_: Any) -> None:
+        click.echo(f"maml: run {run_id}" + (" (resumed)" if resumed else ""), err=True)
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`k=v` / `step.k=v` pairs with YAML-typed values (`64` is an int, `[a, b]` a list)."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"--param {pair!r}: use KEY=VALUE or STEP.KEY=VALUE")
+        try:
+            params[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            params[key.strip()] = raw
+    return params
+
+
+def _document(file: str | None, resume: str | None) -> tuple[str, str | bool | None]:
+    """`maml run --resume doc.maml.md` reads the file as --resume's value: take it back."""
+    if file is None and resume not in (None, "latest") and os.path.isfile(str(resume)):
+        return str(resume), True
+    if file is None:
+        raise click.UsageError("missing FILE: the document to run")
+    return file, (True if resume == "latest" else resume)
+
+
+@click.command("run")
+@click.argument("file", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print DESIGN §9's result object on stdout.")
+@click.option("--inject", multiple=True, metavar="STEP:ERROR[@ATTEMPTS]",
+              help="Inject a real failure, e.g. train:oom@1,2 (repeatable).")
+@click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN_ID]",
+              help="Resume a run (default: this document's latest), reusing finished steps.")
+@click.option("--param", "params", multiple=True, metavar="[STEP.]KEY=VALUE",
+              help="Override a param (YAML-typed); STEP.KEY targets one step.")
+@click.option("--input", "input_file", type=click.Path(dir_okay=False), default=None,
+              help="Input data (JSON or YAML), checked against Input_Schema.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="CPU worker slots (default: min(4, CPUs)).")
+@click.option("--graph", "graph_path", type=click.Path(), default=None,
+              help="Error graph location (default .maml/graph or $MAML_GRAPH).")
+@click.option("--no-graph", is_flag=True, help="Do not record this run in the error graph.")
+@click.option("--as", "principal", default=None, metavar="PRINCIPAL",
+              help="Run as this principal (checked against permissions.execute).")
+@click.option("--state-dir", default=".maml", show_default=True, type=click.Path(file_okay=False),
+              help="Where runs are stored (checkpoints, resume).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def command(file: str | None, as_json: bool, inject: tuple[str, ...], resume: str | None,
+            params: tuple[str, ...], input_file: str | None, workers: int | None,
+            graph_path: str | None, no_graph: bool, principal: str | None, state_dir: str,
+            quiet: bool, debug: bool) -> None:
+    """Run FILE's pipeline; the result goes to stdout, progress to stderr."""
+    import maml.api
+    from maml.runtime.progress import ProgressDisplay
+
+    path, resume_value = _document(file, resume)
+    if graph_path and no_graph:
+        raise UsageError("--graph and --no-graph contradict each other")
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file")
+    doc = maml.api.load(path)
+    observers = [_RunIdAnnouncer(), ProgressDisplay(quiet=quiet)]
+    result = maml.api.run(doc, graph=False if no_graph else graph_path, observers=observers,
+                          params=parse_params(params), inject=inject, resume=resume_value,
+                          input=input_file, workers=workers, principal=principal,
+                          state_dir=state_dir)
+    for problem in result.problems:
+        click.echo(f"maml: {problem}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), default=str))
+    else:
+        click.echo(json.dumps(result.output, indent=2, default=str))
+    sys.stdout.flush()
+    if result.status != "succeeded":
+        sys.exit(1)

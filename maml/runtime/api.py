@@ -1,0 +1,184 @@
+"""`run_document`: everything a run needs, checked before the first worker starts.
+
+In order: the document's error diagnostics, its permissions (RefusedError, exit 3), the
+--input against Input_Schema, the plan (DocumentError naming file, line and step), the
+faults to inject, the run store (new, or the one being resumed); then the executor runs,
+and the final result is checked against Output_Schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from maml.document.model import Document
+from maml.errors import DocumentError, InvalidInput, RefusedError, UsageError
+from maml.runtime.checkpoint import RunStore, latest_run
+from maml.runtime.events import Broadcaster
+from maml.runtime.inject import FaultPlan, build_fault_plan
+from maml.runtime.plan import Plan, build_plan
+from maml.runtime.policies import effective_policy
+from maml.runtime.result import RunResult
+from maml.runtime.scheduler import Executor
+from maml.runtime.steprun import DeviceBook
+
+
+def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
+                 inject: Iterable[str] = (), resume: bool | str | None = None,
+                 input: Any = None, workers: int | None = None,
+                 observers: Iterable[Any] = (), state_dir: str | os.PathLike[str] = ".maml",
+                 principal: str | None = None, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] | None = None, monitor: Any = None,
+                 inventory: Any = None, rng: random.Random | None = None) -> RunResult:
+    """Run `doc`'s pipeline. `resume`: True for the document's latest run, or a run id.
+    `input`: a JSON/YAML file path, or the data itself."""
+    _check_diagnostics(doc)
+    devices = DeviceBook(inventory if inventory is not None else _discover(), monitor)
+    plan = build_plan(doc, overrides=params, device_classes=devices.classes())
+    _check_permissions(doc, plan, principal)
+    input_data = _load_input(doc, input)
+    faults = _fault_plan(doc, plan, inject)
+    store, resumed = _store(doc, state_dir, resume)
+    run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
+    executor = Executor(plan, store=store, broadcaster=Broadcaster(list(observers)),
+                        devices=devices, faults=faults, workers=workers or default_workers(),
+                        max_errors=run_policy.max_errors,
+                        breaker=(run_policy.breaker_failures, run_policy.breaker_cooldown),
+                        clock=clock, sleep=sleep, monitor=monitor, input_data=input_data,
+                        resume=resumed, rng=rng)
+    result = executor.run()
+    _check_output(doc, result)
+    return result
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _discover() -> Any:
+    from maml.runtime.devices import discover
+
+    return discover()
+
+
+def _check_diagnostics(doc: Document) -> None:
+    try:
+        from maml.document.validate import validate
+    except ImportError:
+        diagnostics = list(doc.diagnostics)
+    else:
+        diagnostics = validate(doc)
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more; run `maml validate`)" if len(errors) > 1 else ""
+        raise DocumentError(f"{first.message} [{first.code}]{more}", diagnostics=errors,
+                            path=doc.path, line=first.line, step=first.step)
+
+
+def _check_permissions(doc: Document, plan: Plan, principal: str | None) -> None:
+    from maml.document.permissions import execute_allowed, execute_principals
+
+    allowed, reason = execute_allowed(doc.meta, principal)
+    span = doc.span_of("permissions", "execute")
+    line = span.line if span else None
+    if not allowed:
+        raise RefusedError(reason, path=doc.path, line=line)
+    shell = next((s for s in plan.steps.values() if s.kind == "shell"), None)
+    if shell is not None and execute_principals(doc.meta) in (None, [], False):
+        raise RefusedError("a shell step runs commands on this machine, so the document must "
+                           "grant it: add `permissions: {execute: true}` (or a list of "
+                           "principals) to the front matter", path=doc.path,
+                           line=shell.block_line or shell.line, step=shell.id)
+
+
+def _load_input(doc: Document, source: Any) -> Any:
+    if source is None:
+        data = None
+    elif isinstance(source, (str, os.PathLike)):
+        data = _read_input_file(Path(source))
+    else:
+        data = source
+    if doc.input_schema and source is not None:
+        _validate_against(doc.input_schema, data, "the --input", doc.path,
+                          doc.input_schema_span.line if doc.input_schema_span else None)
+    return data
+
+
+def _read_input_file(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--input {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--input {path}: neither JSON nor YAML: {exc}") from None
+
+
+def _validate_against(schema: dict[str, Any], data: Any, what: str, path: str | None,
+                      line: int | None) -> None:
+    import jsonschema
+
+    validator_cls = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
+    errors = sorted(validator_cls(schema).iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in first.path)
+        raise InvalidInput(f"{what} does not match the schema at {where}: {first.message}",
+                           path=path, line=line)
+
+
+def _fault_plan(doc: Document, plan: Plan, inject: Iterable[str]) -> FaultPlan:
+    cli_specs = list(inject)
+    try:
+        faults = build_fault_plan(cli_specs, None)
+    except ValueError as exc:
+        raise UsageError(f"--inject: {exc}", path=doc.path) from None
+    try:
+        faults.faults += build_fault_plan((), doc.meta.get("faults")).faults
+    except (ValueError, TypeError) as exc:
+        span = doc.span_of("faults")
+        raise DocumentError(f"faults: {exc}", path=doc.path,
+                            line=span.line if span else None) from None
+    unknown = sorted(faults.steps() - set(plan.steps))
+    if unknown:
+        raise UsageError(f"fault injection names no step {', '.join(map(repr, unknown))}; "
+                         f"steps: {', '.join(plan.steps)}", path=doc.path)
+    return faults
+
+
+def _store(doc: Document, state_dir: str | os.PathLike[str],
+           resume: bool | str | None) -> tuple[RunStore, bool]:
+    document = os.path.abspath(doc.path) if doc.path else None
+    digest = hashlib.sha256(doc.source.encode("utf-8")).hexdigest()
+    if resume:
+        run_id = latest_run(state_dir, document) if resume is True else str(resume)
+        if run_id is not None:
+            store = RunStore(state_dir, run_id)
+            if store.manifest() is None:
+                raise UsageError(f"--resume {run_id}: no such run under {state_dir}/runs")
+            return store, True
+    return RunStore.create(state_dir, document, digest), False
+
+
+def _check_output(doc: Document, result: RunResult) -> None:
+    if not doc.output_schema or result.status == "failed":
+        return
+    line = doc.output_schema_span.line if doc.output_schema_span else None
+    try:
+        _validate_against(doc.output_schema, result.output, "the run's result", doc.path, line)
+    except InvalidInput as exc:
+        result.status = "failed"
+        result.problems.append(exc.format())

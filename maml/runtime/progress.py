@@ -1,0 +1,99 @@
+"""The run's progress on stderr: an Observer like any other.
+
+On a terminal: a live rich display, one line per step (status, attempt, device, the last
+error and recovery). Elsewhere (CI logs, pipes): one plain line per step end and per
+recovery, nothing else. `quiet=True` prints nothing at all.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from maml.runtime.events import Observer
+
+_STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "skipped": "yellow"}
+
+
+class ProgressDisplay(Observer):
+    def __init__(self, stream: IO[str] | None = None, *, quiet: bool = False,
+                 live: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.live = (not quiet and self.stream.isatty()) if live is None else live
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._started: dict[str, float] = {}
+
+    # -- run ---------------------------------------------------------------------------
+
+    def on_run_started(self, *, run_id: str, steps: list[Any], **_: Any) -> None:
+        if not self.live:
+            return
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(file=self.stream, stderr=self.stream is sys.stderr)
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                  TimeElapsedColumn(), console=console, transient=False)
+        self._progress.start()
+        for step in steps:
+            self._tasks[step.id] = self._progress.add_task(f"[dim]{step.id}: waiting",
+                                                           total=None, start=False)
+
+    def on_run_finished(self, *, status: str, errors: int, recoveries: int, duration: float,
+                        **_: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if not self.quiet:
+            self._write(f"run {status} in {duration:.2f} s: {errors} failed attempt(s), "
+                        f"{recoveries} recovery(ies)")
+
+    # -- steps -------------------------------------------------------------------------
+
+    def on_attempt_started(self, *, step: Any, attempt: int, device: Any, **_: Any) -> None:
+        self._started.setdefault(step.id, time.monotonic())
+        self._update(step.id, f"[bold]{step.id}[/]: attempt {attempt} on {device.id}", start=True)
+
+    def on_recovery_applied(self, *, step: Any, attempt: int, error: Any, action: str,
+                            changes: dict[str, Any], **_: Any) -> None:
+        changed = ", ".join(f"{k} {old}->{new}" for k, (old, new) in changes.items())
+        text = (f"{step.id}: attempt {attempt} failed ({error.error_class}"
+                f"{', injected' if error.injected else ''}); {action}"
+                + (f" ({changed})" if changed else ""))
+        if self.live:
+            self._update(step.id, f"[yellow]{text}")
+        elif not self.quiet:
+            self._write(text)
+
+    def on_step_finished(self, *, step: Any, status: str, attempts: int, **_: Any) -> None:
+        seconds = time.monotonic() - self._started.get(step.id, time.monotonic())
+        text = f"{step.id}: {status}" + (
+            "" if status == "cached" else f" after {attempts} attempt(s) in {seconds:.2f} s")
+        self._finish(step.id, text, status)
+
+    def on_step_skipped(self, *, step: Any, reason: str, **_: Any) -> None:
+        self._finish(step.id, f"{step.id}: skipped ({reason})", "skipped")
+
+    # -- output --------------------------------------------------------------------------
+
+    def _update(self, step_id: str, text: str, *, start: bool = False) -> None:
+        if self._progress is None or step_id not in self._tasks:
+            return
+        if start:
+            self._progress.start_task(self._tasks[step_id])
+        self._progress.update(self._tasks[step_id], description=text)
+
+    def _finish(self, step_id: str, text: str, status: str) -> None:
+        if self.live and self._progress is not None and step_id in self._tasks:
+            style = _STYLE.get(status, "white")
+            self._progress.update(self._tasks[step_id], description=f"[{style}]{text}",
+                                  total=1, completed=1)
+            self._progress.stop_task(self._tasks[step_id])
+        elif not self.quiet:
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        print(f"maml: {text}", file=self.stream, flush=True)

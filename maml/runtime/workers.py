@@ -1,0 +1,162 @@
+"""Worker processes, parent side: spawning, the slot pool and the warm spare.
+
+Each device slot ("cpu" has `--workers N` slots, each GPU one) gets a worker process,
+started with `spawn` so that no CUDA context or lock is inherited, and reused for every
+attempt and step on that slot. One extra worker is always kept started as a warm spare
+(Python up, maml imported): when a worker dies or must be replaced, the spare takes its
+place at once and a new spare starts in the background, so recovery does not pay Python
+start-up on the critical path.
+
+The protocol spoken on each worker's pipe is described in maml.runtime.worker_main.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from maml.runtime.worker_main import worker_main
+
+PRELOADED_KINDS = ("python", "shell")
+
+
+class WorkerProcess:
+    """One spawned worker and the parent's end of its pipe."""
+
+    def __init__(self, mp: Any, worker_id: str) -> None:
+        self.id = worker_id
+        self.conn, child_conn = mp.Pipe(duplex=True)
+        self.process = mp.Process(target=worker_main, name=f"maml-{worker_id}",
+                                  args=(child_conn, worker_id, PRELOADED_KINDS), daemon=True)
+        self.process.start()
+        child_conn.close()
+        self.device: str | None = None     # the slot it serves; None while it is the spare
+        self.busy = False
+        self.ready = False                 # sent "ready": maml is imported
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def send(self, message: tuple[Any, ...]) -> bool:
+        """False when the worker is gone (its pipe is closed)."""
+        try:
+            self.conn.send(message)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL and reap: a stuck or poisoned worker gets no chance to clean up."""
+        if self.process.is_alive() and self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask politely, then insist."""
+        self.send(("stop",))
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.kill()
+        else:
+            self.conn.close()
+
+    def exit_description(self) -> dict[str, Any]:
+        """Exit code and signal of a dead worker, for ErrorInfo.context."""
+        self.process.join(timeout=1)
+        code = self.process.exitcode
+        facts: dict[str, Any] = {"exitcode": code, "pid": self.pid}
+        if code is not None and code < 0:
+            try:
+                facts["signal"] = signal.Signals(-code).name
+            except ValueError:
+                facts["signal"] = str(-code)
+        return facts
+
+
+class WorkerPool:
+    """Slots per device, each filled lazily by a worker; one warm spare kept started."""
+
+    def __init__(self, slots: Mapping[str, int], *, spare: bool = True) -> None:
+        self.slots = dict(slots)
+        self._mp = multiprocessing.get_context("spawn")
+        self._ids = (f"w{n}" for n in itertools.count(1))
+        self.workers: list[WorkerProcess] = []
+        self.keep_spare = spare
+        self.spare: WorkerProcess | None = self._spawn() if spare else None
+        self.started = 0 + (1 if spare else 0)
+
+    def _spawn(self) -> WorkerProcess:
+        return WorkerProcess(self._mp, next(self._ids))
+
+    def capacity(self, device: str) -> int:
+        return self.slots.get(device, 1 if device.startswith("cuda") else 0)
+
+    def acquire(self, device: str) -> WorkerProcess | None:
+        """An idle worker for `device`, a new one if a slot is free, or None."""
+        serving = [w for w in self.workers if w.device == device]
+        for worker in serving:
+            if not worker.busy and worker.alive():
+                worker.busy = True
+                return worker
+        for worker in [w for w in serving if not w.alive()]:
+            self.discard(worker)
+            serving.remove(worker)
+        if len(serving) >= self.capacity(device):
+            return None
+        worker = self._take_spare()
+        worker.device, worker.busy = device, True
+        self.workers.append(worker)
+        return worker
+
+    def _take_spare(self) -> WorkerProcess:
+        worker = self.spare if self.spare is not None and self.spare.alive() else None
+        if worker is None:
+            if self.spare is not None:
+                self.spare.kill()
+            worker = self._spawn()
+            self.started += 1
+        self.spare = None
+        if self.keep_spare:
+            self.spare = self._spawn()
+            self.started += 1
+        return worker
+
+    def release(self, worker: WorkerProcess) -> None:
+        worker.busy = False
+
+    def discard(self, worker: WorkerProcess) -> None:
+        """Kill a worker and free its slot; the next acquire takes the spare."""
+        worker.kill()
+        if worker in self.workers:
+            self.workers.remove(worker)
+
+    def all_processes(self) -> list[WorkerProcess]:
+        return self.workers + ([self.spare] if self.spare is not None else [])
+
+    def shutdown(self) -> None:
+        for worker in self.all_processes():
+            worker.send(("stop",))
+        for worker in self.all_processes():
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.kill()
+            else:
+                worker.conn.close()
+        self.workers.clear()
+        self.spare = None
