@@ -128,6 +128,8 @@ def _apply_visibility(units: list[DeviceInfo], visible: list[int | str] | None) 
             matches = [u for u in units if u.uuid and u.uuid.startswith(entry)]
             if entry.startswith("GPU-"):   # a GPU UUID selects the whole GPU, not an instance
                 matches = [u for u in matches if not u.mig] or matches
+            if len({u.physical_index for u in matches}) > 1:
+                break                        # a prefix must name one GPU, as in CUDA
         if not matches or any(m in chosen for m in matches):
             break
         chosen.extend(matches)
