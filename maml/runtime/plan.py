@@ -6,8 +6,9 @@ With `pipeline:` in the front matter each entry is a step (DESIGN §2). Without 
 executable blocks under Code_Blocks run in document order, each needing the one before
 (the implicit pipeline); a block's `id`/`step` attribute names its step, else step1, step2...
 
-Device preferences are normalised (`gpu` -> `cuda`); a step that declares none gets
-["cuda", "cpu"] when its kind can use a GPU, else ["cpu"]. The step's policy is its own
+Device preferences are normalised (`gpu` -> `cuda`); a step that declares none gets its
+kind's `default_devices` if the kind names them (python: ["cpu"]), else ["cuda", "cpu"] when
+the kind can use a GPU (llm, quantum, video), else ["cpu"]. The step's policy is its own
 `policy:` over the document's over the defaults of the hardware class it will start on
 (the first preferred class that this machine has). Anything wrong is a DocumentError that
 names the file, the line and the step.
@@ -179,6 +180,9 @@ def _resolve(doc: Document, step: PlannedStep, device: Any, policy: Any,
 
 def _devices(declared: Any, kind_cls: type[Kind]) -> tuple[str, ...]:
     if declared is None or declared == []:
+        default = getattr(kind_cls, "default_devices", None)   # a kind may say; python: cpu
+        if default:
+            return tuple(default)
         return ("cuda", "cpu") if "cuda" in kind_cls.device_classes else ("cpu",)
     items = declared if isinstance(declared, (list, tuple)) else [declared]
     return tuple(dict.fromkeys(normalise_device(str(item)) for item in items))

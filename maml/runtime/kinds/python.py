@@ -27,6 +27,8 @@ class PythonKind(Kind):
     name: ClassVar[str] = "python"
     params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    #: a python block uses a GPU only when its step asks for one (device: cuda)
+    default_devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
     def run(self, ctx: StepContext, step: StepSpec) -> Any:
         filename = f"{step.doc_path or '<document>'}:block {step.id}"
