@@ -11,7 +11,12 @@ maml's canonical form is what Python's C JSON encoder writes with these settings
 * tuples are lists; `pathlib.Path`, sets (sorted) and dataclasses are converted by `_jsonable`;
   anything else is rejected;
 * strings holding lone surrogates (not encodable as UTF-8) have them replaced by U+FFFD;
-* keys must be strings: free-form data passes through `normalise()` first, which makes them so.
+* keys must be strings: free-form data passes through `normalise()` first, which makes them so
+  (and turns a non-finite float into the string "nan"/"inf": a health sample with a NaN must not
+  fail a run).
+
+`dumps_finite()` gives the same bytes through orjson when it is installed (the recorder's hot
+path); the tests hold the two to byte equality.
 
 The property the tests hold it to: `dumps(json.loads(dumps(x))) == dumps(x)` for every value,
 and equal values (built in any key order) give equal bytes. RFC 8785 (JCS) was considered; it
@@ -24,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 from typing import Any
@@ -32,7 +38,14 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
                             allow_nan=False, check_circular=False)
 
 
+try:  # optional: orjson writes the same bytes 3-5x faster (see dumps_finite)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: orjson and Python differ only on small floats: "1e-9" vs "1e-09", "0.00005" vs "5e-05"
+_SMALL_FLOAT = re.compile(rb"\de-\d(?!\d)|0\.0000")
 
 
 class CanonicalError(ValueError):
@@ -69,6 +82,8 @@ def normalise(value: Any) -> Any:
         return {normalise(str(k)): normalise(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [normalise(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)          # "nan", "inf": a record keeps what it was given
     if value is None or isinstance(value, (bool, int, float)):
         return value
     return normalise(_jsonable(value))
@@ -91,3 +106,18 @@ def dumps(value: Any) -> bytes:
 def digest(data: bytes) -> str:
     """sha256 of `data`, lower-case hex: the id of a node, the link of the chain."""
     return hashlib.sha256(data).hexdigest()
+
+
+def dumps_finite(value: Any) -> bytes:
+    """dumps() for values whose floats the caller knows are finite (orjson would write NaN as
+    null instead of refusing it). Same bytes as dumps(), 3-5x faster where orjson is installed:
+    its output is used unless it holds a small float, whose form differs from Python's."""
+    if _orjson is None:
+        return dumps(value)
+    try:
+        out = _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
+    except TypeError:   # big ints, non-str keys, surrogates, Paths...: the exact path handles them
+        return dumps(value)
+    if (b"e-" in out or b"0.0000" in out) and _SMALL_FLOAT.search(out):  # `in` is cheap
+        return dumps(value)
+    return out

@@ -20,6 +20,26 @@ from typing import Any, NamedTuple
 from maml.errors import VerifyError
 from maml.graph import store
 
+try:  # orjson parses a node ~3x faster; the standard library is the fallback
+    import orjson as _orjson
+
+    def loads(data: bytes) -> Any:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:   # e.g. integers beyond 64 bits: json takes them
+            return json.loads(data)
+except ImportError:  # pragma: no cover - depends on the environment
+    _scan = json.JSONDecoder().scan_once
+
+    def loads(data: bytes) -> Any:
+        try:
+            return _scan(data.decode("utf-8"), 0)[0]
+        except StopIteration:
+            raise ValueError("not JSON") from None
+
+
+_MISSING = object()
+
 
 class ErrorRow(NamedTuple):
     node: int
@@ -63,6 +83,34 @@ class LogIndex:
         self.recovery_result: dict[int, str] = {}   # recovery node -> status of its next attempt
         self.run_nodes: dict[str, int] = {}
         self._strings: dict[Any, Any] = {}
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []   # dict, key, old value
+        self._handlers = {"run": self._add_run, "error": self._add_error,
+                          "recovery": self._add_recovery, "outcome": self._add_outcome}
+
+    def mark(self) -> tuple[int, int, int]:
+        """Everything indexed so far is committed; `rollback` returns to here."""
+        self._undo.clear()
+        return len(self.ids), len(self.errors), len(self.recoveries)
+
+    def rollback(self, mark: tuple[int, int, int]) -> None:
+        """Forget what was indexed since `mark` (records that no signed head covers)."""
+        nodes, errors, recoveries = mark
+        for node_id in self.ids[nodes:]:
+            del self.position[node_id]
+        for column in (self.ids, self.types, self.runs, self.times, self.offsets, self.lines):
+            del column[nodes:]
+        del self.errors[errors:]
+        del self.recoveries[recoveries:]
+        for table, key, old in reversed(self._undo):
+            if old is _MISSING:
+                table.pop(key, None)
+            else:
+                table[key] = old
+        self._undo.clear()
+
+    def _set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        self._undo.append((table, key, table.get(key, _MISSING)))
+        table[key] = value
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,7 +133,7 @@ class LogIndex:
         self.times.append(float(t) if isinstance(t, (int, float)) else math.nan)
         self.offsets.append(offset)
         self.lines.append(line)
-        handler = getattr(self, f"_add_{node_type}", None)
+        handler = self._handlers.get(node_type)
         if handler is not None:
             handler(index, node)
 
@@ -94,7 +142,8 @@ class LogIndex:
                 if name == label and target in self.position]
 
     def _add_run(self, index: int, node: dict[str, Any]) -> None:
-        self.run_nodes.setdefault(node.get("run"), index)  # type: ignore[arg-type]
+        if node.get("run") not in self.run_nodes:
+            self._set(self.run_nodes, node.get("run"), index)
 
     def _add_error(self, index: int, node: dict[str, Any]) -> None:
         s = self._intern
@@ -117,12 +166,13 @@ class LogIndex:
     def _add_outcome(self, index: int, node: dict[str, Any]) -> None:
         status = self._intern(node.get("status"))
         for ended in self._links(node, "ended"):
-            self.status[ended] = status
+            self._set(self.status, ended, status)
         for recovery in self._links(node, "resulted_in"):
-            self.recovery_result[recovery] = status
+            self._set(self.recovery_result, recovery, status)
 
     def seal(self) -> None:
         self._strings = {}   # interning is only needed while loading
+        self._undo = []
 
     def body(self, index: int) -> dict[str, Any]:
         """The full node at `index`, read back from the file and checked against its id."""
@@ -152,6 +202,6 @@ class LogIndex:
         if self.recheck and hashlib.sha256(body).hexdigest() != node_id:
             raise VerifyError(f"{self.path}:{self.lines[index]}: node {node_id} changed on disk "
                               "after it was verified")
-        node = json.loads(body)
+        node = loads(body)
         node["id"] = node_id
         return node

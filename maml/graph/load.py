@@ -10,15 +10,15 @@ offsets, and one tuple per error and recovery); full node bodies are re-read by 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from maml.graph import signing, store
 from maml.graph.keys import config_dir
-from maml.graph.index import LogIndex
+from maml.graph.index import LogIndex, loads
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -98,8 +98,9 @@ class _Reader:
         self.path, self.trusted, self.stop = path, trusted, stop_at_first
         self.report = VerifyReport(str(path), signatures_checked=trusted is not None)
         self.index = LogIndex(path, recheck=trusted is not None)
-        self.staged: list[tuple[str, dict[str, Any], int, int]] = []  # id, node, offset, line
-        self.seen: set[str] = set()
+        self.committed = self.index.mark()   # what the last good head covers
+        self.pending = 0                     # node records since the last head
+        self.last_id: str | None = None
         self.count = 0
         self.chain = b""
         self.log_id = ""
@@ -115,25 +116,25 @@ class _Reader:
                 self._read_lines(handle)
         except _Stop:
             pass
-        self.report.uncommitted = len(self.staged)
-        for node_id, *_ in self.staged:
-            self.seen.discard(node_id)
+        self.report.uncommitted = self.pending
+        self.index.rollback(self.committed)  # what no head covers is never loaded
         self.index.seal()
         return self.index, self.report
 
     def _read_lines(self, handle: Any) -> None:
         offset, line_no = 0, 0
+        node_line, head_line = self._node, self._head
         for raw in handle:
             line_no += 1
-            if not raw.endswith(b"\n"):
+            if raw[-1:] != b"\n":
                 self.report.torn = True
                 return
-            if line_no == 1:
+            if raw[:6] == store.NODE_PREFIX:
+                node_line(raw, offset, line_no)
+            elif line_no == 1:
                 self._header(raw)
-            elif raw.startswith(store.NODE_PREFIX):
-                self._node(raw, offset, line_no)
-            elif raw.startswith(store.HEAD_PREFIX):
-                self._head(raw, line_no)
+            elif raw[:8] == store.HEAD_PREFIX:
+                head_line(raw, line_no)
             else:
                 self.problem(line_no, None, "not a node, head or header record")
             offset += len(raw)
@@ -148,34 +149,36 @@ class _Reader:
         self.log_id, self.chain = header["log"], store.header_chain(raw)
 
     def _node(self, raw: bytes, offset: int, line: int) -> None:
-        stored_id = raw[store.NODE_ID_AT:store.NODE_ID_AT + 64].decode("ascii", "replace")
-        if raw[70:78] != b'","id":"' or raw[142:148] != b'","n":' or not raw.endswith(b"}\n"):
+        stored_id = raw[78:142].decode("ascii", "replace")
+        if raw[70:78] != b'","id":"' or raw[142:148] != b'","n":' or raw[-2:] != b"}\n":
             self.problem(line, stored_id, "malformed node record")
             return
-        body = raw[store.NODE_BODY_AT:-2]
-        digest = hashlib.sha256(body).digest()
+        body = raw[148:-2]
+        digest = sha256(body).digest()
         if digest.hex() != stored_id:
             self.problem(line, stored_id, "content hash mismatch: the node was changed")
-        self.chain = hashlib.sha256(self.chain + bytes.fromhex(stored_id)).digest() \
-            if len(stored_id) == 64 else self.chain
+            digest = bytes.fromhex(stored_id)      # the chain runs over the stored ids
+        self.chain = sha256(self.chain + digest).digest()
         if self.chain.hex() != raw[6:70].decode("ascii", "replace"):
             self.problem(line, stored_id, "chain link broken: a record before it was removed, "
                                           "inserted or reordered")
             self.chain = bytes.fromhex(raw[6:70].decode())   # resync, report each break once
         try:
-            node = json.loads(body)
+            node = loads(body)
         except ValueError:
             self.problem(line, stored_id, "node is not valid JSON")
             return
+        position = self.index.position
         for label, target in node.get("links", ()):
-            if target not in self.seen:
+            if target not in position:
                 self.problem(line, stored_id, f"link {label!r} to {target}: no such earlier node")
         self.count += 1
-        self.seen.add(stored_id)
-        self.staged.append((stored_id, node, offset, line))
+        self.pending += 1
+        self.last_id = stored_id
+        self.index.add(stored_id, node, offset, line)
 
     def _head(self, raw: bytes, line: int) -> None:
-        covers = self.staged[-1][0] if self.staged else None
+        covers = self.last_id
         try:
             body, signature = signing.split_head_line(raw)
             head = json.loads(body)
@@ -192,10 +195,9 @@ class _Reader:
                                        "it was changed")
         self._check_signature(head, body, signature, line, covers)
         self.report.heads += 1
-        for node_id, node, offset, node_line in self.staged:
-            self.index.add(node_id, node, offset, node_line)
-        self.report.nodes += len(self.staged)
-        self.staged.clear()
+        self.report.nodes += self.pending
+        self.pending = 0
+        self.committed = self.index.mark()
 
     def _check_signature(self, head: dict[str, Any], body: bytes, signature: bytes,
                          line: int, covers: str | None) -> None:

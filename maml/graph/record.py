@@ -14,10 +14,12 @@ recovery work? how did the step end?) is a new `outcome` node linked to what it 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
 import time
+from collections import defaultdict
 from typing import Any
 
 from maml.graph import canonical
@@ -26,6 +28,12 @@ from maml.graph.store import LogWriter
 from maml.runtime.events import DeviceRef, ErrorInfo, Observer, StepInfo
 
 MESSAGE_LIMIT = 4000   # characters of an error message kept in the record
+
+
+def _seconds(value: float) -> float | None:
+    """A duration or time from the runtime, None if it is not a finite number."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _device_class(device: DeviceRef | None) -> str:
@@ -45,22 +53,27 @@ class Recorder(Observer):
         self._lock = threading.Lock()   # the scheduler may report from several threads
         self._runs: dict[str, str] = {}                  # run id -> run node
         self._open_runs: set[str] = set()
-        self._steps: dict[tuple[str, str], str] = {}     # (run, step) -> step node
-        self._attempts: dict[tuple[str, str, int], str] = {}
-        self._errors: dict[tuple[str, str, int], str] = {}
-        self._recoveries: dict[tuple[str, str, int], str] = {}  # keyed by the attempt it led to
         self._devices: dict[DeviceRef, str] = {}
-        self._attempt_devices: dict[tuple[str, str, int], DeviceRef] = {}
-        self._step_infos: dict[tuple[str, str], StepInfo] = {}
+        # per run (dropped when the run ends, so a long-lived recorder does not grow):
+        self._steps: dict[str, dict[str, str]] = defaultdict(dict)       # step -> node
+        self._attempts: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
+        self._errors: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
+        self._recoveries: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
+        self._attempt_devices: dict[str, dict[tuple[str, int], DeviceRef]] = defaultdict(dict)
+        self._per_run = (self._steps, self._attempts, self._errors, self._recoveries,
+                         self._attempt_devices)
 
     # -- plumbing -------------------------------------------------------------------------
 
     def _add(self, node_type: str, links: list[list[str]], **fields: Any) -> str:
         node = {"type": node_type, "links": links, **fields}
-        node_id = self.writer.add(node)
+        node_id = self.writer.add(node, finite=True)   # floats: _seconds() or normalise()
         if self.writer.pending >= self.commit_every:
             self.writer.commit()
         return node_id
+
+    def _now(self) -> float | None:
+        return _seconds(self.clock())
 
     def commit(self) -> int:
         with self._lock:
@@ -70,7 +83,7 @@ class Recorder(Observer):
         with self._lock:
             for run_id in sorted(self._open_runs):
                 self._add("outcome", [["ended", self._runs[run_id]]], run=run_id,
-                          of="run", status="interrupted", t=self.clock())
+                          of="run", status="interrupted", t=self._now())
             self._open_runs.clear()
             self.writer.close()
 
@@ -88,14 +101,13 @@ class Recorder(Observer):
         return self._devices[device]
 
     def _step(self, run_id: str, step: StepInfo) -> str:
-        key = (run_id, step.id)
-        if key not in self._steps:
-            self._step_infos[key] = step
+        steps = self._steps[run_id]
+        if step.id not in steps:
             links = [["has_step", self._runs[run_id]]] if run_id in self._runs else []
-            self._steps[key] = self._add(
+            steps[step.id] = self._add(
                 "step", links, run=run_id, step=step.id, kind=step.kind, needs=list(step.needs),
-                block=step.block, devices=list(step.devices), line=step.line, t=self.clock())
-        return self._steps[key]
+                block=step.block, devices=list(step.devices), line=step.line, t=self._now())
+        return steps[step.id]
 
     # -- events ---------------------------------------------------------------------------
 
@@ -104,8 +116,8 @@ class Recorder(Observer):
         with self._lock:
             self._runs[run_id] = self._add(
                 "run", [], run=run_id, document=document, steps=[s.id for s in steps],
-                started_at=started_at, host=socket.gethostname(), pid=os.getpid(),
-                t=self.clock())
+                started_at=_seconds(started_at), host=socket.gethostname(), pid=os.getpid(),
+                t=self._now())
             self._open_runs.add(run_id)
 
     def on_step_started(self, *, run_id: str, step: StepInfo, **_: Any) -> None:
@@ -117,37 +129,38 @@ class Recorder(Observer):
                            **_: Any) -> None:
         with self._lock:
             links = [["has_attempt", self._step(run_id, step)], ["ran_on", self._device(device)]]
-            self._attempt_devices[(run_id, step.id, attempt)] = device
-            recovery = self._recoveries.get((run_id, step.id, attempt))
+            self._attempt_devices[run_id][(step.id, attempt)] = device
+            recovery = self._recoveries[run_id].get((step.id, attempt))
             if recovery:
                 links.append(["led_to", recovery])
-            self._attempts[(run_id, step.id, attempt)] = self._add(
+            self._attempts[run_id][(step.id, attempt)] = self._add(
                 "attempt", links, run=run_id, step=step.id, kind=step.kind, attempt=attempt,
                 device=device.id, device_class=device.kind, worker=worker_id,
-                params=canonical.normalise(params), t=self.clock())
+                params=canonical.normalise(params), t=self._now())
 
     def _attempt_ended(self, run_id: str, step: StepInfo, attempt: int, status: str,
                        duration: float) -> None:
-        key = (run_id, step.id, attempt)
-        links = [["ended", self._attempts[key]]] if key in self._attempts else []
-        if key in self._recoveries:
-            links.append(["resulted_in", self._recoveries[key]])
+        key, attempts, recoveries = (step.id, attempt), self._attempts[run_id], \
+            self._recoveries[run_id]
+        links = [["ended", attempts[key]]] if key in attempts else []
+        if key in recoveries:
+            links.append(["resulted_in", recoveries[key]])
         self._add("outcome", links, run=run_id, step=step.id, of="attempt", attempt=attempt,
-                  status=status, duration=float(duration), t=self.clock())
+                  status=status, duration=_seconds(duration), t=self._now())
 
     def on_attempt_failed(self, *, run_id: str, step: StepInfo, attempt: int,
                           error: ErrorInfo, duration: float, **_: Any) -> None:
         with self._lock:
-            key = (run_id, step.id, attempt)
-            links = [["raised", self._attempts[key]]] if key in self._attempts else []
-            self._errors[key] = self._add("error", links, **self._error_fields(
+            attempt_node = self._attempts[run_id].get((step.id, attempt))
+            links = [["raised", attempt_node]] if attempt_node else []
+            self._errors[run_id][(step.id, attempt)] = self._add("error", links, **self._error_fields(
                 run_id, step, attempt, error, duration))
             self._attempt_ended(run_id, step, attempt, "failed", duration)
 
     def _error_fields(self, run_id: str, step: StepInfo, attempt: int, error: ErrorInfo,
                       duration: float) -> dict[str, Any]:
         context = canonical.normalise(error.context or {})
-        device = error.device or self._attempt_devices.get((run_id, step.id, attempt))
+        device = error.device or self._attempt_devices[run_id].get((step.id, attempt))
         return dict(
             run=run_id, step=step.id, kind=step.kind, attempt=attempt,
             error_class=error.error_class, exception_type=error.exception_type,
@@ -157,20 +170,20 @@ class Recorder(Observer):
             device_class=_device_class(device),
             memory=context.get("memory") or context.get("memory_at_failure"),
             health=canonical.normalise(error.health) if error.health else None,
-            context=context, duration=float(duration), t=self.clock())
+            context=context, duration=_seconds(duration), t=self._now())
 
     def on_recovery_applied(self, *, run_id: str, step: StepInfo, attempt: int,
                             error: ErrorInfo, action: str, changes: dict[str, Any],
                             next_attempt: int, delay: float, **_: Any) -> None:
         with self._lock:
-            failed = self._errors.get((run_id, step.id, attempt))
-            self._recoveries[(run_id, step.id, next_attempt)] = self._add(
+            failed = self._errors[run_id].get((step.id, attempt))
+            self._recoveries[run_id][(step.id, next_attempt)] = self._add(
                 "recovery", [["handled_by", failed]] if failed else [], run=run_id,
                 step=step.id, kind=step.kind, attempt=attempt, error_class=error.error_class,
-                device_class=_device_class(error.device or self._attempt_devices.get(
-                    (run_id, step.id, attempt))), action=action,
+                device_class=_device_class(error.device or self._attempt_devices[run_id].get(
+                    (step.id, attempt))), action=action,
                 changes=canonical.normalise(changes), next_attempt=next_attempt,
-                delay=float(delay), t=self.clock())
+                delay=_seconds(delay), t=self._now())
             self.writer.commit()
 
     def on_attempt_succeeded(self, *, run_id: str, step: StepInfo, attempt: int,
@@ -181,23 +194,23 @@ class Recorder(Observer):
     def on_checkpoint(self, *, run_id: str, step: StepInfo, attempt: int, digest: str,
                       size: int, **_: Any) -> None:
         with self._lock:
-            attempt_node = self._attempts.get((run_id, step.id, attempt))
+            attempt_node = self._attempts[run_id].get((step.id, attempt))
             self._add("checkpoint", [["checkpointed", attempt_node]] if attempt_node else [],
                       run=run_id, step=step.id, attempt=attempt, digest=digest, size=size,
-                      t=self.clock())
+                      t=self._now())
 
     def on_step_finished(self, *, run_id: str, step: StepInfo, status: str, attempts: int,
                          output_digest: str | None, **_: Any) -> None:
         with self._lock:
             self._add("outcome", [["ended", self._step(run_id, step)]], run=run_id,
                       step=step.id, of="step", status=status, attempts=attempts,
-                      output_digest=output_digest, t=self.clock())
+                      output_digest=output_digest, t=self._now())
             self.writer.commit()
 
     def on_step_skipped(self, *, run_id: str, step: StepInfo, reason: str, **_: Any) -> None:
         with self._lock:
             self._add("outcome", [["ended", self._step(run_id, step)]], run=run_id,
-                      step=step.id, of="step", status="skipped", reason=reason, t=self.clock())
+                      step=step.id, of="step", status="skipped", reason=reason, t=self._now())
             self.writer.commit()
 
     def on_device_state_changed(self, *, device: DeviceRef, old: str, new: str,
@@ -207,13 +220,16 @@ class Recorder(Observer):
         with self._lock:
             self._add("health", [["state_changed", self._device(device)]], device=device.id,
                       old=old, new=new, reasons=list(reasons),
-                      sample=canonical.normalise(sample), t=self.clock())
+                      sample=canonical.normalise(sample), t=self._now())
 
     def on_run_finished(self, *, run_id: str, status: str, errors: int, recoveries: int,
                         duration: float, **_: Any) -> None:
         with self._lock:
             links = [["ended", self._runs[run_id]]] if run_id in self._runs else []
             self._add("outcome", links, run=run_id, of="run", status=status, errors=errors,
-                      recoveries=recoveries, duration=float(duration), t=self.clock())
+                      recoveries=recoveries, duration=_seconds(duration), t=self._now())
             self._open_runs.discard(run_id)
+            self._runs.pop(run_id, None)
+            for table in self._per_run:
+                table.pop(run_id, None)
             self.writer.commit()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maml.graph.canonical import CanonicalError, digest, dumps, normalise
+from maml.graph.canonical import CanonicalError, digest, dumps, dumps_finite, normalise
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
            | st.floats(allow_nan=False, allow_infinity=False) | st.text())
@@ -74,3 +74,23 @@ def test_normalise_converts_tuples_paths_and_sets():
 
 def test_digest_is_sha256_hex():
     assert digest(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@given(json_values)
+def test_the_fast_encoder_writes_the_same_bytes(value):
+    assert dumps_finite(value) == dumps(value)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_the_fast_encoder_agrees_on_every_float(value):
+    assert dumps_finite({"t": value, "v": [value]}) == dumps({"t": value, "v": [value]})
+
+
+@pytest.mark.parametrize("value", [1e-05, 5e-05, 1e-9, 1.5e-7, 2.5e-300, 1e16, 1e22, 0.0001, -0.0])
+def test_the_fast_encoder_agrees_where_orjson_formats_differ(value):
+    assert dumps_finite([value]) == dumps([value])
+
+
+def test_normalise_keeps_non_finite_floats_as_strings():
+    assert normalise({"temperature": math.nan, "limit": math.inf}) == \
+        {"temperature": "nan", "limit": "inf"}
