@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -201,9 +203,26 @@ def _to_json(output: Any, step_id: str) -> str:
 
 def worker_main(conn: Any, worker_id: str, preload: tuple[str, ...] = ()) -> None:
     """Entry point of the spawned process."""
+    _die_with_parent()
     for kind in preload:
         try:
             get_kind(kind)
         except Exception:  # noqa: BLE001 - a broken kind fails its own steps, not the worker
             pass
     Worker(conn, worker_id).serve()
+
+
+def _die_with_parent() -> None:
+    """If the executor is killed (SIGKILL leaves it no time to stop us), die too: a step must
+    not go on running, and writing, behind the back of the run that will resume it."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != parent:     # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)

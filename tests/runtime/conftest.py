@@ -74,3 +74,8 @@ class Recorder:
 
     def of(self, hook: str) -> list[dict[str, Any]]:
         return [p for h, p in self.events if h == hook]
+
+
+@pytest.fixture
+def events() -> Recorder:
+    return Recorder()

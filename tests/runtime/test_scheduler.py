@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from conftest import Recorder
 
 RETURN_PARAMS = """
 def run(inputs, params, ctx):
@@ -17,12 +16,11 @@ def run(inputs, params, ctx):
 """
 
 
-def test_oom_chain_halves_batch_until_the_third_attempt_succeeds(runner):
+def test_oom_chain_halves_batch_until_the_third_attempt_succeeds(runner, events):
     doc = runner.write_doc({"policy": {"on": {"oom": ["halve_batch"]}, "retries": 3},
                             "pipeline": [{"id": "s", "block": "s",
                                           "params": {"batch_size": 64}}]},
                            {"s": RETURN_PARAMS})
-    events = Recorder()
     result = runner.run(doc, inject=["s:oom@1,2"], observers=[events])
     step = result.to_json()["steps"]["s"]
     assert result.status == "succeeded"
@@ -40,11 +38,10 @@ def test_oom_chain_halves_batch_until_the_third_attempt_succeeds(runner):
     json.dumps(result.to_json())
 
 
-def test_injected_oom_retries_in_the_live_worker_quickly(runner):
+def test_injected_oom_retries_in_the_live_worker_quickly(runner, events):
     doc = runner.write_doc({"policy": {"on": {"oom": ["retry"]}},
                             "pipeline": [{"id": "s", "block": "s"}]},
                            {"s": "def run(i, p, ctx):\n    import os\n    return os.getpid()"})
-    events = Recorder()
     result = runner.run(doc, inject=["s:oom@1"], observers=[events])
     failed = events.of("on_attempt_failed")[0]
     restarted = events.of("on_attempt_started")[1]
@@ -53,10 +50,9 @@ def test_injected_oom_retries_in_the_live_worker_quickly(runner):
     assert restarted["_t"] - failed["_t"] < 0.5                          # target: < 50 ms
 
 
-def test_worker_lost_is_recovered_on_a_new_worker(runner):
+def test_worker_lost_is_recovered_on_a_new_worker(runner, events):
     doc = runner.write_doc({"pipeline": [{"id": "s", "block": "s"}]},
                            {"s": "import os, time\nresult = {'pid': os.getpid(), 't': time.time()}"})
-    events = Recorder()
     result = runner.run(doc, inject=["s:worker_lost@1"], observers=[events])
     error = events.of("on_attempt_failed")[0]["error"]
     assert result.status == "succeeded" and result.steps["s"].attempts == 2
@@ -67,11 +63,10 @@ def test_worker_lost_is_recovered_on_a_new_worker(runner):
     assert result.steps["s"].output["t"] - events.of("on_attempt_failed")[0]["_t"] < 1.0
 
 
-def test_timeout_kills_the_worker_and_the_next_attempt_succeeds(runner):
+def test_timeout_kills_the_worker_and_the_next_attempt_succeeds(runner, events):
     doc = runner.write_doc({"policy": {"timeout": "1s"},
                             "pipeline": [{"id": "s", "block": "s"}]},
                            {"s": "import os\nresult = os.getpid()"})
-    events = Recorder()
     result = runner.run(doc, inject=["s:timeout@1"], observers=[events])
     failed = events.of("on_attempt_failed")[0]
     assert failed["error"].error_class == "timeout" and failed["error"].injected
@@ -82,11 +77,10 @@ def test_timeout_kills_the_worker_and_the_next_attempt_succeeds(runner):
     assert starts[0]["worker_id"] != starts[1]["worker_id"]
 
 
-def test_hang_is_detected_within_the_heartbeat_window(runner):
+def test_hang_is_detected_within_the_heartbeat_window(runner, events):
     doc = runner.write_doc({"policy": {"timeout": "60s", "heartbeat_timeout": "0.5s"},
                             "pipeline": [{"id": "s", "block": "s"}]},
                            {"s": "result = 'ok'"})
-    events = Recorder()
     result = runner.run(doc, inject=["s:hang@1"], observers=[events])
     failed = events.of("on_attempt_failed")[0]
     assert failed["error"].error_class == "hang" and failed["error"].injected
@@ -110,11 +104,10 @@ def run(inputs, params, ctx):
     assert result.steps["s"].attempts == 1 and result.steps["s"].output == "done"
 
 
-def test_invalid_input_is_never_retried(runner):
+def test_invalid_input_is_never_retried(runner, events):
     body = "from maml.errors import InvalidInput\nraise InvalidInput('field x is missing')"
     doc = runner.write_doc({"policy": {"retries": 5}, "pipeline": [{"id": "s", "block": "s"}]},
                            {"s": body})
-    events = Recorder()
     result = runner.run(doc, observers=[events])
     assert result.status == "failed"
     assert result.steps["s"].attempts == 1 and result.errors == 1 and result.recoveries == 0
@@ -167,10 +160,9 @@ def test_max_errors_stops_the_run(runner):
     assert any("max_errors 2" in p for p in result.problems)
 
 
-def test_non_serialisable_output_is_a_user_error(runner):
+def test_non_serialisable_output_is_a_user_error(runner, events):
     doc = runner.write_doc({"policy": {"retries": 0}, "pipeline": [{"id": "s", "block": "s"}]},
                            {"s": "result = object()"})
-    events = Recorder()
     result = runner.run(doc, observers=[events])
     error = events.of("on_attempt_failed")[0]["error"]
     assert error.error_class == "user_error"
@@ -211,9 +203,8 @@ def run(inputs, params, ctx):
     assert min(a1, b1) - max(a0, b0) > 0.4          # the two sleeps overlapped
 
 
-def test_events_come_in_the_documented_order(runner):
+def test_events_come_in_the_documented_order(runner, events):
     doc = runner.write_doc({"pipeline": [{"id": "s", "block": "s"}]}, {"s": "result = 1"})
-    events = Recorder()
     runner.run(doc, inject=["s:transient@1"], observers=[events])
     hooks = [h for h in events.hooks() if h not in ("on_step_log", "on_step_progress")]
     assert hooks == ["on_run_started", "on_step_started", "on_attempt_started",
@@ -224,7 +215,7 @@ def test_events_come_in_the_documented_order(runner):
     assert finished["status"] == "succeeded" and len(finished["output_digest"]) == 64
 
 
-def test_checkpoint_and_restore_carry_state_across_attempts(runner):
+def test_checkpoint_and_restore_carry_state_across_attempts(runner, events):
     body = """
 def run(inputs, params, ctx):
     state = ctx.restore() or {"done": 0}
@@ -234,7 +225,6 @@ def run(inputs, params, ctx):
     return state
 """
     doc = runner.write_doc({"pipeline": [{"id": "s", "block": "s"}]}, {"s": body})
-    events = Recorder()
     result = runner.run(doc, observers=[events])
     assert result.steps["s"].output == {"done": 5}
     assert events.of("on_checkpoint")[0]["size"] == len('{"done":5}')

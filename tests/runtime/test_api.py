@@ -1,0 +1,121 @@
+"""run_document's checks before and after the run: permissions, schemas, faults, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maml.errors import InvalidInput, RefusedError, UsageError
+
+COUNTING = """
+import os
+def run(inputs, params, ctx):
+    with open(os.environ["MAML_TEST_LOG"], "a") as log:
+        log.write(ctx.step_id + "\\n")
+    return {"from": sorted(inputs), "k": params.get("k", 0)}
+"""
+
+SCHEMAS = """
+## Input_Schema
+```json
+{"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+```
+
+## Output_Schema
+```json
+{"type": "integer", "minimum": 10}
+```
+"""
+
+
+def _executions(path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_execute_false_refuses_the_run(runner):
+    doc = runner.write_doc({"permissions": {"execute": False},
+                            "pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"})
+    with pytest.raises(RefusedError, match="execute is false") as caught:
+        runner.run(doc)
+    assert caught.value.path == doc.path and caught.value.line
+
+
+def test_a_principal_list_admits_only_its_principals(runner):
+    doc = runner.write_doc({"permissions": {"execute": ["alice"]},
+                            "pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"})
+    with pytest.raises(RefusedError, match="--as"):
+        runner.run(doc, principal="mallory")
+    assert runner.run(doc, principal="alice").status == "succeeded"
+
+
+def test_input_is_checked_against_input_schema_with_the_error_path(runner, tmp_path):
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]},
+                           {"a": "def execute_skill(data):\n    return data['n'] * 10"},
+                           extra=SCHEMAS)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n: ten\n")
+    with pytest.raises(InvalidInput, match=r"at \$\.n: 'ten' is not of type 'integer'") as caught:
+        runner.run(doc, input=str(bad))
+    assert caught.value.line and caught.value.path == doc.path
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"n": 4}))
+    assert runner.run(doc, input=str(good)).output == 40
+
+
+def test_a_result_that_breaks_output_schema_fails_the_run(runner):
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]},
+                           {"a": "def execute_skill(data):\n    return data['n']"},
+                           extra=SCHEMAS)
+    result = runner.run(doc, input={"n": 3})
+    assert result.status == "failed"
+    assert "3 is less than the minimum of 10" in result.problems[-1]
+
+
+def test_faults_must_name_steps_of_the_plan(runner):
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"})
+    with pytest.raises(UsageError, match="names no step 'ghost'"):
+        runner.run(doc, inject=["ghost:oom"])
+    with pytest.raises(UsageError, match="cannot inject"):
+        runner.run(doc, inject=["a:meltdown"])
+
+
+def test_front_matter_faults_are_injected(runner, events):
+    doc = runner.write_doc({"faults": [{"step": "a", "error": "transient", "attempts": [1]}],
+                            "pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"})
+    result = runner.run(doc, observers=[events])
+    assert result.steps["a"].attempts == 2
+    assert events.of("on_attempt_failed")[0]["error"].injected
+
+
+def test_resume_reuses_committed_steps_and_reruns_what_changed(runner, tmp_path, monkeypatch):
+    log = tmp_path / "executions.log"
+    monkeypatch.setenv("MAML_TEST_LOG", str(log))
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"},
+                                         {"id": "b", "block": "b", "needs": ["a"]},
+                                         {"id": "c", "block": "c"}]},
+                           {"a": COUNTING, "b": COUNTING, "c": COUNTING})
+    first = runner.run(doc)
+    again = runner.run(doc, resume=True)
+    assert again.run_id == first.run_id
+    assert {s.status for s in again.steps.values()} == {"cached"}
+    assert again.to_json()["steps"] == {
+        sid: {**step, "status": "cached"} for sid, step in first.to_json()["steps"].items()}
+    changed = runner.run(doc, resume=first.run_id, params={"a.k": 5})
+    assert {k: s.status for k, s in changed.steps.items()} == {
+        "a": "succeeded", "b": "succeeded", "c": "cached"}   # b's input digest changed
+    assert sorted(_executions(log)) == ["a", "a", "b", "b", "c"]
+
+
+def test_resume_of_an_unknown_run_is_a_usage_error(runner):
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"})
+    with pytest.raises(UsageError, match="no such run"):
+        runner.run(doc, resume="20000101T000000.000000-abcdef")
+
+
+def test_a_fresh_run_without_resume_runs_everything_again(runner, tmp_path, monkeypatch):
+    log = tmp_path / "executions.log"
+    monkeypatch.setenv("MAML_TEST_LOG", str(log))
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": COUNTING})
+    assert runner.run(doc).run_id != runner.run(doc).run_id
+    assert _executions(log) == ["a", "a"]
