@@ -81,7 +81,7 @@ def make_chain(ops: list[Any], params: dict[str, Any], device: str,
         raise InvalidInput(f"backend {backend!r} is not one of {', '.join(BACKENDS)}", **where)
     if backend == "opencv":
         return OpenCVChain(ops), lambda what: nullcontext()
-    torch = require("torch", "video")
+    torch = require("torch", "llm")   # the torch backend uses the llm extra's torch
     from maml.runtime.kinds._video_torch import TorchChain
 
     target = torch_device(torch, device, where=where)
