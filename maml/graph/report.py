@@ -94,11 +94,15 @@ def run_timeline(graph: ErrorGraph) -> str:
     failures = [(e.t - origin, rows[e.run]) for e in index.errors if e.run in rows and e.t == e.t]
     if failures:
         axes.scatter(*zip(*failures), marker="x", color="black", zorder=3, label="failure")
-        axes.legend(loc="lower right")
+    from matplotlib.patches import Patch
+
+    statuses = sorted({index.status.get(node, "interrupted") for _, node in runs})
+    handles = [Patch(color=STATUS_COLOURS.get(s, "#757575"), label=s) for s in statuses]
+    axes.legend(handles=handles + axes.get_legend_handles_labels()[0], loc="upper left",
+                bbox_to_anchor=(1.01, 1.0), title="run status")
     axes.set_yticks(range(len(runs)), [run[:14] for run, _ in runs], fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlabel(f"seconds since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(origin))}"
-                    " (bar colour: run status)")
+    axes.set_xlabel(f"seconds since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(origin))}")
     axes.set_title("Runs over time")
     return _svg(figure)
 

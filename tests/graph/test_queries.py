@@ -151,3 +151,42 @@ def test_history_and_edges_describe_what_happened(recorded):
     assert len(devices) == 1        # content-addressed: every attempt ran on the one CPU node
     ran_on = [e for e in g.in_edges(devices[0], keys=True) if e[2] == "ran_on"]
     assert len(ran_on) == sum(r.steps[s].attempts for r in results.values() for s in r.steps)
+
+
+RUN_SCRIPT = """
+import sys
+import maml
+from maml.graph import Recorder
+if __name__ == "__main__":
+    document, graph, state, fault = sys.argv[1:5]
+    with Recorder(graph) as recorder:
+        result = maml.run(maml.load(document), inject=[fault], graph=False,
+                          observers=[recorder], state_dir=state)
+    print(result.run_id, result.errors, flush=True)
+"""
+
+
+def test_two_concurrent_runs_append_to_one_graph(tmp_path, key):
+    import subprocess
+    import sys
+
+    document = tmp_path / "document.maml.md"
+    document.write_text(DOCUMENT, encoding="utf-8")
+    script = tmp_path / "run_one.py"
+    script.write_text(RUN_SCRIPT, encoding="utf-8")
+    graph_dir = tmp_path / "graph"
+    procs = [subprocess.Popen([sys.executable, str(script), str(document), str(graph_dir),
+                               str(tmp_path / f"state{n}"), fault], stdout=subprocess.PIPE,
+                              text=True, env=os.environ.copy())
+             for n, fault in enumerate(["train:oom@1", "load:user_error@1"])]
+    outputs = [proc.communicate(timeout=240)[0].split() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    graph = maml.graph.open(graph_dir)
+    assert graph.report.ok
+    assert {run["run"] for run in graph.runs()} == {run_id for run_id, _ in outputs}
+    for run_id, errors in outputs:
+        nodes = graph.history(run_id)
+        assert len(graph.failures(run=run_id)) == int(errors) == 1
+        assert [n["status"] for n in nodes if n["type"] == "outcome" and n["of"] == "run"] == \
+            ["succeeded"]
+        assert {n["step"] for n in nodes if n["type"] == "step"} == {"load", "train", "report"}
