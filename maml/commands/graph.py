@@ -88,8 +88,9 @@ def _describe(node: dict[str, Any]) -> str:
     if kind == "attempt":
         return f" attempt {node.get('step')} #{node.get('attempt')} on {node.get('device')}"
     if kind == "outcome":
-        what = node.get("step") if node.get("of") in ("step", "attempt") else "run"
-        return f"  {node.get('of')} {what} {node.get('status')}"
+        of = node.get("of")
+        what = node.get("step") if of in ("step", "attempt") else node.get("run")
+        return f"  {of} {what} {node.get('status')}"
     if kind == "step":
         return f"step {node.get('step')} ({node.get('kind')})"
     if kind == "run":
@@ -134,8 +135,11 @@ def rates(graph_path: str | None, as_json: bool) -> None:
 @_graph_options
 def verify(key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
     """Check every hash, chain link and signature; exit 1 naming the first bad record."""
-    from maml.graph import verify_path
+    from maml.errors import GraphError
+    from maml.graph import store, verify_path
 
+    if not store.resolve_log_path(graph_path).exists():
+        raise GraphError(f"no error graph at {store.resolve_log_path(graph_path)}")
     report = verify_path(graph_path, list(key) or None)
     if as_json:
         _emit_json(report.to_dict())

@@ -125,3 +125,8 @@ def test_keys_init_show_export(config_dir):
     code, out = _invoke("keys", "init", "--force", "--json")
     assert json.loads(out)["key_id"] != created["key_id"]
     assert created["key_id"] in json.loads(_invoke("keys", "show", "--json")[1])["trusted"]
+
+
+def test_verify_without_a_graph_says_so(tmp_path):
+    done = _maml("graph", "verify", "--graph", str(tmp_path / "none"))
+    assert done.returncode == 1 and "no error graph at" in done.stderr
