@@ -23,7 +23,7 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Any
 
-from maml.runtime.checkpoint import RunStore, cache_key
+from maml.runtime.checkpoint import RunStore, cache_key, sha256_of
 from maml.runtime.classify import synthetic_error
 from maml.runtime.events import Broadcaster, ErrorInfo
 from maml.runtime.inject import FaultPlan
@@ -127,6 +127,8 @@ class Executor:
         inputs = {n: self.steps[n].output for n in step.planned.needs
                   if self.steps[n].status in ("succeeded", "cached")}
         digests = {n: self.steps[n].digest for n in step.planned.needs}
+        if self.input_data is not None:      # every step may read the run's --input
+            digests["$input"] = sha256_of(self.input_data)
         planned = step.planned
         step.inputs = inputs
         step.key = cache_key(planned.kind, planned.block_body, planned.params, digests)

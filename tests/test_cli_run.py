@@ -1,0 +1,161 @@
+"""`maml run` as a user runs it: a real subprocess; exit codes, --json, stderr, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCUMENTS = Path(__file__).resolve().parents[1] / "documents"
+
+FAILING = """---
+maml_version: "1.0"
+policy: {retries: 1, backoff: {initial: 0.01s}}
+pipeline:
+  - id: a
+    block: a
+  - id: b
+    block: b
+    needs: [a]
+---
+# Failing
+
+## Code_Blocks
+
+```python {id=a}
+def run(inputs, params, ctx):
+    return params.get("n", 1)
+```
+
+```python {id=b}
+def run(inputs, params, ctx):
+    if inputs["a"] > 1:
+        raise ValueError("a is too large")
+    return inputs["a"]
+```
+"""
+
+
+def maml_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def failing(tmp_path: Path) -> Path:
+    path = tmp_path / "failing.maml.md"
+    path.write_text(FAILING, encoding="utf-8")
+    return path
+
+
+def test_json_result_exit_0_and_the_run_id_on_stderr(tmp_path):
+    done = maml_run("run", str(DOCUMENTS / "oom_chain.maml.md"), "--json", "--no-graph",
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {"run_id", "status", "steps", "errors", "recoveries", "graph"}
+    assert result["status"] == "succeeded" and (result["errors"], result["recoveries"]) == (2, 2)
+    step = result["steps"]["train"]
+    assert set(step) == {"status", "attempts", "device", "params", "output"}
+    assert step["attempts"] == 3 and step["params"]["batch_size"] == 32
+    first_line = done.stderr.splitlines()[0]
+    assert first_line == f"maml: run {result['run_id']}"
+    assert (tmp_path / ".maml" / "runs" / result["run_id"] / "steps" / "train.json").is_file()
+
+
+def test_without_json_stdout_is_the_final_output(tmp_path):
+    done = maml_run("run", str(DOCUMENTS / "fanout.maml.md"), "--no-graph", cwd=tmp_path)
+    assert done.returncode == 0
+    assert json.loads(done.stdout) == {"sum_squares": 385, "sum_cubes": 3025}
+    assert "total: succeeded" in done.stderr          # one line per step end off a terminal
+
+
+def test_quiet_prints_only_the_run_id(tmp_path):
+    done = maml_run("run", str(DOCUMENTS / "implicit.maml.md"), "--quiet", "--no-graph",
+                    cwd=tmp_path)
+    assert done.returncode == 0
+    assert re.fullmatch(r"maml: run \S+\n", done.stderr)
+
+
+def test_a_failed_run_exits_1_naming_file_line_and_step_without_traceback(failing, tmp_path):
+    done = maml_run("run", str(failing), "--param", "a.n=5", "--json", "--no-graph",
+                    cwd=tmp_path)
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert result["status"] == "failed" and result["steps"]["b"]["attempts"] == 2
+    assert result["steps"]["a"]["output"] == 5                 # --param typed 5 as an int
+    assert re.search(rf"{re.escape(str(failing))}:\d+: step 'b': failed: .*a is too large",
+                     done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_a_partial_run_exits_1(tmp_path):
+    path = tmp_path / "partial.maml.md"
+    path.write_text(FAILING.replace("policy: {retries: 1,",
+                                    "policy: {on_exhausted: continue, retries: 0,"))
+    done = maml_run("run", str(path), "--param", "a.n=5", "--json", "--no-graph", cwd=tmp_path)
+    assert done.returncode == 1 and json.loads(done.stdout)["status"] == "partial"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--inject", "a:explode"], "cannot inject 'explode'"),
+    (["--inject", "ghost:oom"], "names no step 'ghost'"),
+    (["--param", "novalue"], "use KEY=VALUE"),
+    (["--workers", "0"], "--workers"),
+])
+def test_usage_errors_exit_2(failing, tmp_path, args, message):
+    done = maml_run("run", str(failing), "--no-graph", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_file_exits_2(tmp_path):
+    done = maml_run("run", "nowhere.maml.md", cwd=tmp_path)
+    assert done.returncode == 2 and "nowhere.maml.md" in done.stderr
+
+
+def test_refused_permissions_exit_3(tmp_path):
+    path = tmp_path / "refused.maml.md"
+    path.write_text(FAILING.replace('maml_version: "1.0"\n',
+                                    'maml_version: "1.0"\npermissions: {execute: [alice]}\n'))
+    done = maml_run("run", str(path), "--as", "mallory", "--no-graph", cwd=tmp_path)
+    assert done.returncode == 3
+    assert "refused.maml.md:3" in done.stderr and "alice" in done.stderr
+    assert maml_run("run", str(path), "--as", "alice", "--no-graph", cwd=tmp_path).returncode == 0
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = tmp_path / "bad.maml.md"
+    path.write_text(FAILING.replace("needs: [a]", "needs: [ghost]"))
+    plain = maml_run("run", str(path), "--no-graph", cwd=tmp_path)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert "ghost" in plain.stderr and "bad.maml.md:" in plain.stderr
+    debug = maml_run("--debug", "run", str(path), "--no-graph", cwd=tmp_path)
+    assert "Traceback" in debug.stderr
+
+
+def test_resume_and_input(tmp_path):
+    doc = tmp_path / "skill.maml.md"
+    doc.write_text("---\nmaml_version: '1.0'\n---\n# Skill\n\n## Code_Blocks\n\n```python\n"
+                   "def execute_skill(data):\n    return data['n'] * 2\n```\n\n"
+                   "## Input_Schema\n```json\n{\"type\": \"object\", \"required\": [\"n\"]}\n```\n")
+    (tmp_path / "in.yaml").write_text("n: 21\n")
+    (tmp_path / "bad.yaml").write_text("m: 1\n")
+    first = maml_run("run", str(doc), "--input", "in.yaml", "--json", "--no-graph", cwd=tmp_path)
+    assert json.loads(first.stdout)["steps"]["step1"]["output"] == 42
+    again = maml_run("run", str(doc), "--input", "in.yaml", "--resume", "--json", "--no-graph",
+                     cwd=tmp_path)
+    result = json.loads(again.stdout)
+    assert result["run_id"] == json.loads(first.stdout)["run_id"]
+    assert result["steps"]["step1"]["status"] == "cached"
+    (tmp_path / "other.yaml").write_text("n: 5\n")
+    other = maml_run("run", str(doc), "--input", "other.yaml", "--resume", "--json",
+                     "--no-graph", cwd=tmp_path)
+    assert json.loads(other.stdout)["steps"]["step1"] == {
+        "status": "succeeded", "attempts": 1, "device": "cpu", "params": {}, "output": 10}
+    bad = maml_run("run", str(doc), "--input", "bad.yaml", "--no-graph", cwd=tmp_path)
+    assert bad.returncode == 1 and "'n' is a required property" in bad.stderr
