@@ -1,0 +1,51 @@
+"""The progress display: plain lines off a terminal, nothing when quiet, rich when live."""
+
+from __future__ import annotations
+
+import io
+
+from maml.runtime.events import DeviceRef, ErrorInfo, StepInfo
+from maml.runtime.progress import ProgressDisplay
+
+STEP = StepInfo(id="train", kind="python")
+
+
+def _play(display: ProgressDisplay) -> None:
+    display.on_run_started(run_id="r1", document="d.maml.md", steps=[STEP], started_at=0.0)
+    display.on_attempt_started(run_id="r1", step=STEP, attempt=1, device=DeviceRef("cpu"),
+                               worker_id="w1", params={})
+    error = ErrorInfo(error_class="oom", exception_type="MemoryError", message="", injected=True)
+    display.on_recovery_applied(run_id="r1", step=STEP, attempt=1, error=error,
+                                action="halve_batch", changes={"batch_size": [64, 32]},
+                                next_attempt=2, delay=0.0)
+    display.on_step_finished(run_id="r1", step=STEP, status="succeeded", attempts=2,
+                             output_digest="x")
+    display.on_step_skipped(run_id="r1", step=StepInfo(id="post", kind="python"),
+                            reason="skipped because 'x' failed")
+    display.on_run_finished(run_id="r1", status="partial", errors=1, recoveries=1, duration=1.5)
+
+
+def test_off_a_terminal_one_line_per_step_end_and_recovery():
+    stream = io.StringIO()
+    _play(ProgressDisplay(stream))
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == ("maml: train: attempt 1 failed (oom, injected); halve_batch "
+                        "(batch_size 64->32)")
+    assert lines[1].startswith("maml: train: succeeded after 2 attempt(s)")
+    assert lines[2] == "maml: post: skipped (skipped because 'x' failed)"
+    assert lines[3].startswith("maml: run partial in 1.50 s")
+    assert len(lines) == 4
+
+
+def test_quiet_prints_nothing():
+    stream = io.StringIO()
+    _play(ProgressDisplay(stream, quiet=True))
+    assert stream.getvalue() == ""
+
+
+def test_live_display_renders_the_steps():
+    stream = io.StringIO()
+    _play(ProgressDisplay(stream, live=True))
+    text = stream.getvalue()
+    assert "train: succeeded after 2 attempt(s)" in text and "post: skipped" in text
+    assert "run partial" in text
