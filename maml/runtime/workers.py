@@ -16,7 +16,10 @@ import itertools
 import multiprocessing
 import os
 import signal
-from collections.abc import Mapping
+import sys
+import types
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from maml.runtime.worker_main import worker_main
@@ -32,7 +35,8 @@ class WorkerProcess:
         self.conn, child_conn = mp.Pipe(duplex=True)
         self.process = mp.Process(target=worker_main, name=f"maml-{worker_id}",
                                   args=(child_conn, worker_id, PRELOADED_KINDS), daemon=True)
-        self.process.start()
+        with _main_module_hidden():
+            self.process.start()
         child_conn.close()
         self.device: str | None = None     # the slot it serves; None while it is the spare
         self.busy = False
@@ -87,6 +91,22 @@ class WorkerProcess:
             except ValueError:
                 facts["signal"] = str(-code)
         return facts
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a spawned worker without re-running the caller's __main__ in it.
+
+    `spawn` normally re-imports the parent's main script in the child, so a user script
+    that calls maml.run() without an `if __name__ == "__main__":` guard would run again in
+    every worker (and fail). A worker needs nothing from __main__: its target lives in maml.
+    """
+    real_main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real_main
 
 
 class WorkerPool:

@@ -85,3 +85,18 @@ def test_heartbeats_flow_while_an_attempt_runs(pool):
     worker.send(("attempt", _request("import time\ntime.sleep(0.5)\nresult = 0")))
     _, _, seen = _outcome(worker)
     assert seen.count("hb") >= 3
+
+
+def test_a_script_without_a_main_guard_is_not_rerun_in_the_workers(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "d.maml.md").write_text(
+        "---\nmaml_version: '1.0'\n---\n# d\n\n## Code_Blocks\n\n```python\nresult = 7\n```\n")
+    script = tmp_path / "script.py"
+    script.write_text("import maml\nprint('ran script')\n"
+                      "print(maml.run('d.maml.md', graph=False, workers=1).output)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["ran script", "7"]
