@@ -314,7 +314,8 @@ class Executor:
             step.not_before += decision.delay
 
     def _exhausted(self, step: StepRun, error: ErrorInfo, skip: bool, reason: str) -> None:
-        what = f"{error.error_class}: {error.message.strip().splitlines()[-1:] or ['']}"
+        last_line = (error.message.strip().splitlines() or [""])[-1]
+        what = f"{error.error_class}: {last_line}"
         if skip:
             return self._end(step, "skipped", f"skipped by its policy ({reason})", error)
         on_exhausted = step.planned.policy.on_exhausted

@@ -71,15 +71,6 @@ class WorkerProcess:
         self.process.join(timeout=5)
         self.conn.close()
 
-    def stop(self) -> None:
-        """Ask politely, then insist."""
-        self.send(("stop",))
-        self.process.join(timeout=2)
-        if self.process.is_alive():
-            self.kill()
-        else:
-            self.conn.close()
-
     def exit_description(self) -> dict[str, Any]:
         """Exit code and signal of a dead worker, for ErrorInfo.context."""
         self.process.join(timeout=1)

@@ -1,0 +1,61 @@
+"""The executor on a (fake) two-GPU machine: placement, next_device, the health hook.
+
+The GPUs come from FakeNVML through the real discovery; the python step does not touch
+CUDA, so the device is what the executor chose and passed to the step as ctx.device.
+"""
+
+from __future__ import annotations
+
+from maml.runtime.devices import discover
+from maml.runtime.nvml_fake import FakeGPU, FakeNVML
+
+DEVICE_BODY = "def run(inputs, params, ctx):\n    return ctx.device"
+
+
+class FakeMonitor:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def start(self):
+        self.calls.append("start")
+        return self
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def latest(self, device_id: str):
+        return {"device": device_id, "temperature": 71}
+
+    def states(self):
+        return {"cuda:0": "healthy", "cuda:1": "healthy"}
+
+
+def _two_gpus():
+    return discover(provider=FakeNVML([FakeGPU(uuid="GPU-a"), FakeGPU(uuid="GPU-b")]))
+
+
+def test_oom_on_a_gpu_clears_the_cache_then_moves_to_the_other_gpu(runner, events):
+    doc = runner.write_doc({"pipeline": [{"id": "s", "block": "s", "device": ["cuda", "cpu"]}]},
+                           {"s": DEVICE_BODY})
+    monitor = FakeMonitor()
+    result = runner.run(doc, inject=["s:oom@1,2"], inventory=_two_gpus(), monitor=monitor,
+                        observers=[events])
+    assert [p["device"].id for p in events.of("on_attempt_started")] == [
+        "cuda:0", "cuda:0", "cuda:1"]
+    assert [p["action"] for p in events.of("on_recovery_applied")] == ["clear_cache",
+                                                                       "next_device"]
+    assert result.steps["s"].output == "cuda:1" and result.steps["s"].device == "cuda:1"
+    error = events.of("on_attempt_failed")[0]["error"]
+    assert error.device.uuid == "GPU-a"
+    assert error.health == {"device": "cuda:0", "temperature": 71}   # the monitor's sample
+    assert monitor.calls == ["start", "stop"]
+
+
+def test_gpu_steps_run_on_one_slot_per_gpu_beside_the_cpu_slots(runner):
+    doc = runner.write_doc({"pipeline": [
+        {"id": "g0", "block": "s", "device": "cuda:0"},
+        {"id": "g1", "block": "s", "device": "cuda:1"},
+        {"id": "c", "block": "s"}]}, {"s": DEVICE_BODY})
+    result = runner.run(doc, inventory=_two_gpus(), workers=1)
+    assert {k: s.output for k, s in result.steps.items()} == {
+        "g0": "cuda:0", "g1": "cuda:1", "c": "cpu"}
