@@ -19,15 +19,20 @@ from maml.errors import VerifyError
 
 
 def _graph_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--graph and --json for every subcommand; --key for those that read (verify has its own)."""
     func = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
+    if func.__name__ != "verify":
+        func = click.option("--key", "key", type=click.Path(exists=True, dir_okay=False),
+                            multiple=True, help="Public key (PEM) to accept; repeatable. "
+                            "Default: yours and the config dir's trusted/.")(func)
     return click.option("--graph", "graph_path", type=click.Path(), default=None,
                         help="Graph directory or log file (default: $MAML_GRAPH or .maml/graph).")(func)
 
 
-def _open(graph_path: str | None, key: str | None = None) -> Any:
+def _open(graph_path: str | None, key: tuple[str, ...] = ()) -> Any:
     import maml.graph
 
-    return maml.graph.open(graph_path, public_key=key)
+    return maml.graph.open(graph_path, public_key=list(key) or None)
 
 
 def _when(t: Any) -> str:
@@ -55,9 +60,9 @@ def command() -> None:
 @command.command()
 @click.argument("run", required=False)
 @_graph_options
-def show(run: str | None, graph_path: str | None, as_json: bool) -> None:
+def show(run: str | None, key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
     """List runs, or show one run's steps, attempts, errors and recoveries."""
-    graph = _open(graph_path)
+    graph = _open(graph_path, key)
     if run is None:
         runs = graph.runs()
         if as_json:
@@ -101,9 +106,9 @@ def _describe(node: dict[str, Any]) -> str:
 @command.command()
 @click.option("--min-count", default=3, show_default=True, type=click.IntRange(min=1))
 @_graph_options
-def patterns(min_count: int, graph_path: str | None, as_json: bool) -> None:
+def patterns(min_count: int, key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
     """Recurring failures with a recommended action for each."""
-    graph = _open(graph_path)
+    graph = _open(graph_path, key)
     found = graph.patterns(min_count=min_count)
     if as_json:
         return _emit_json({"graph": str(graph.path), "patterns": found})
@@ -117,9 +122,9 @@ def patterns(min_count: int, graph_path: str | None, as_json: bool) -> None:
 
 @command.command()
 @_graph_options
-def rates(graph_path: str | None, as_json: bool) -> None:
+def rates(key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
     """Recovery success per error class and action."""
-    graph = _open(graph_path)
+    graph = _open(graph_path, key)
     table = graph.recovery_success_rates()
     if as_json:
         return _emit_json({"graph": str(graph.path), "rates": table})
@@ -159,11 +164,11 @@ def verify(key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write here instead of stdout.")
 @_graph_options
-def export_(fmt: str, output: str | None, graph_path: str | None, as_json: bool) -> None:
+def export_(fmt: str, output: str | None, key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
     """Export the whole graph as node-link JSON, GraphML or Graphviz DOT."""
     from maml.graph.export import export
 
-    graph = _open(graph_path)
+    graph = _open(graph_path, key)
     text = export(graph, fmt)
     if output is None:
         sys.stdout.write(text)
@@ -181,11 +186,11 @@ def export_(fmt: str, output: str | None, graph_path: str | None, as_json: bool)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="report.html",
               show_default=True)
 @_graph_options
-def report(output: str, graph_path: str | None, as_json: bool) -> None:
+def report(output: str, key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
     """One self-contained HTML page: failure distribution, recovery success, run timeline."""
     from maml.graph.report import write_report
 
-    graph = _open(graph_path)
+    graph = _open(graph_path, key)
     write_report(graph, output)
     if as_json:
         _emit_json({"graph": str(graph.path), "output": output, "nodes": len(graph)})

@@ -130,3 +130,14 @@ def test_keys_init_show_export(config_dir):
 def test_verify_without_a_graph_says_so(tmp_path):
     done = _maml("graph", "verify", "--graph", str(tmp_path / "none"))
     assert done.returncode == 1 and "no error graph at" in done.stderr
+
+
+def test_reading_commands_accept_a_public_key(graph_dir, config_dir):
+    public = config_dir / keys.PUBLIC_NAME
+    moved = config_dir.parent / "elsewhere.pub"
+    public.rename(moved)
+    (config_dir / keys.PRIVATE_NAME).unlink()        # this machine has no key of its own
+    done = _maml("graph", "rates", "--graph", str(graph_dir))
+    assert done.returncode == 1 and "no trusted public key" in done.stderr
+    code, out = _invoke("graph", "rates", "--graph", str(graph_dir), "--key", str(moved), "--json")
+    assert code == 0 and json.loads(out)["rates"][0]["action"] == "halve_batch"
