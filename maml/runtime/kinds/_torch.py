@@ -19,6 +19,7 @@ Only imported inside a kind's `run`, so torch is never imported by `import maml`
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -100,8 +101,9 @@ def torch_failures(torch: Any, what: str, *, where: dict[str, Any]) -> Iterator[
         raise
     except (torch.OutOfMemoryError, MemoryError) as exc:
         error = OutOfMemory(f"out of memory while {what}: {_first_line(exc)}", **where)
-        # the failed batch's tensors die with the traceback; drop it before emptying the cache
-        exc.__traceback__ = None
+        # the failed batch's tensors live in the frames' locals: clear those (the traceback
+        # itself stays, for the record), then hand the freed blocks back to the driver
+        traceback.clear_frames(exc.__traceback__)
         empty_cuda_cache()
         raise error from exc
     except (RuntimeError, getattr(torch, "AcceleratorError", RuntimeError)) as exc:
