@@ -1,12 +1,18 @@
-"""classify/describe with real exceptions raised by real libraries."""
+"""classify/describe with real exceptions raised by real libraries.
+
+torch is imported only in a child process (TORCH_CASES): importing it here would leave it in
+sys.modules for every later test, and other tests check that maml never imports it.
+"""
 
 import errno
 import importlib
 import socket
 
 import jsonschema
+import subprocess
+import sys
+
 import pytest
-import torch
 
 from maml.errors import InvalidInput, MissingDependency, OutOfMemory, require
 from maml.runtime.classify import ERROR_CLASSES, classify, describe, synthetic_error
@@ -30,14 +36,66 @@ def test_error_classes_are_the_vocabulary():
     assert ERROR_CLASSES is VOCABULARY_CLASSES
 
 
-def test_real_torch_cuda_oom_is_oom_with_qualified_type():
-    exc = raised(lambda: raise_(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to "
-                                                            "allocate 2.00 GiB")))
-    info = describe(exc, device=DeviceRef(id="cuda:0", kind="cuda", index=0))
-    assert info.error_class == "oom"
-    assert info.exception_type == "torch.OutOfMemoryError"
-    assert "Tried to allocate" in info.message and info.device.id == "cuda:0"
-    assert "OutOfMemoryError" in info.traceback
+TORCH_CASES = r"""
+import json, torch
+from maml.runtime.classify import classify, describe
+from maml.runtime.events import DeviceRef
+
+def raised(fn):
+    try:
+        fn()
+    except BaseException as exc:
+        return exc
+
+def oom():
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+def accelerator():
+    raise torch.AcceleratorError("CUDA error: unknown error")
+
+def user_wraps_oom():
+    try:
+        oom()
+    except torch.cuda.OutOfMemoryError as exc:
+        raise ValueError("model did not fit") from exc
+
+info = describe(raised(oom), injected=True, worker_id="w1", context={"attempt": 2},
+                device=DeviceRef(id="cuda:0", kind="cuda", index=0))
+print(json.dumps({
+    "oom": [info.error_class, info.exception_type, info.message, info.device.id,
+            "OutOfMemoryError" in info.traceback, info.injected, info.worker_id, info.context],
+    "accelerator": classify(raised(accelerator)),
+    "wrapped": classify(raised(user_wraps_oom)),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def torch_results():
+    done = subprocess.run([sys.executable, "-c", TORCH_CASES], capture_output=True, text=True,
+                          timeout=240, check=True)
+    import json
+
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_real_torch_cuda_oom_is_oom_with_qualified_type(torch_results):
+    error_class, exception_type, message, device, has_traceback, *_ = torch_results["oom"]
+    assert (error_class, exception_type, device) == ("oom", "torch.OutOfMemoryError", "cuda:0")
+    assert "Tried to allocate" in message and has_traceback
+
+
+def test_real_torch_accelerator_error_is_cuda_error(torch_results):
+    assert torch_results["accelerator"] == "cuda_error"
+
+
+def test_user_code_wrapping_a_torch_oom_is_still_oom(torch_results):
+    assert torch_results["wrapped"] == "oom"
+
+
+def test_injected_flag_and_context_are_recorded_without_changing_the_class(torch_results):
+    error_class, *_, injected, worker_id, context = torch_results["oom"]
+    assert (error_class, injected, worker_id, context) == ("oom", True, "w1", {"attempt": 2})
 
 
 def test_host_memory_error_is_oom():
@@ -51,8 +109,6 @@ def test_cuda_runtime_errors_by_message():
         "CUDA error: device-side assert triggered")))) == "cuda_error"
     assert classify(raised(lambda: raise_(RuntimeError(
         "CUDA out of memory. Tried to allocate 20.00 MiB")))) == "oom"
-    assert classify(raised(lambda: raise_(torch.AcceleratorError("CUDA error: unknown")))) \
-        == "cuda_error"
 
 
 def test_real_connection_reset_from_a_socket_is_transient():
@@ -112,17 +168,17 @@ def test_jsonschema_validation_error_wrapped_as_invalid_input():
     assert classify(bare) == "invalid_input"
 
 
-def test_user_code_errors_and_wrapped_oom():
+def test_user_code_errors_are_user_error():
     assert classify(raised(lambda: 1 / 0)) == "user_error"
     assert classify(raised(lambda: raise_(RuntimeError("my step broke")))) == "user_error"
 
-    def user_wraps_oom():
+    def user_wraps_host_oom():
         try:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        except torch.cuda.OutOfMemoryError as oom:
-            raise ValueError("model did not fit") from oom
+            bytearray(2**62)
+        except MemoryError as oom:
+            raise ValueError("data did not fit") from oom
 
-    assert classify(raised(user_wraps_oom)) == "oom"
+    assert classify(raised(user_wraps_host_oom)) == "oom"
 
 
 def test_step_failure_error_class_wins():
@@ -148,13 +204,6 @@ def test_traceback_digest_is_stable_across_raises_and_differs_across_code():
     assert first.traceback_digest == second.traceback_digest
     assert first.traceback_digest != other.traceback_digest
     assert len(first.traceback_digest) == 64 and first.message != second.message
-
-
-def test_injected_flag_and_context_are_recorded_without_changing_the_class():
-    exc = raised(lambda: raise_(torch.cuda.OutOfMemoryError("CUDA out of memory")))
-    info = describe(exc, injected=True, worker_id="w1", context={"attempt": 2})
-    assert (info.error_class, info.injected, info.worker_id, info.context) == \
-        ("oom", True, "w1", {"attempt": 2})
 
 
 def test_synthetic_errors_for_the_watchdog():
