@@ -6,12 +6,12 @@ sys.modules for every later test, and other tests check that maml never imports 
 
 import errno
 import importlib
+import json
 import socket
-
-import jsonschema
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 
 from maml.errors import InvalidInput, MissingDependency, OutOfMemory, require
@@ -74,8 +74,6 @@ print(json.dumps({
 def torch_results():
     done = subprocess.run([sys.executable, "-c", TORCH_CASES], capture_output=True, text=True,
                           timeout=240, check=True)
-    import json
-
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
