@@ -267,6 +267,8 @@ def fault_restart(work: Path, graph: Path | None) -> tuple[bool, str]:
 def video(work: Path, frames: int) -> tuple[bool, str]:
     torch = need_cuda()
     need("cv2", "numpy")
+    import numpy as np
+
     from maml.runtime.kinds._video_io import SyntheticSource
     from maml.runtime.kinds._video_ops import OpenCVChain, parse_ops
     from maml.runtime.kinds._video_torch import TorchChain
@@ -287,8 +289,8 @@ def video(work: Path, frames: int) -> tuple[bool, str]:
                              None, {}).read(8)
     parsed = parse_ops(ops, {})
     chain = TorchChain(parsed, torch.device("cuda", 0))
-    mismatch = float((OpenCVChain(parsed).process(sample)
-                      != chain.to_numpy(chain.process(sample))).mean())
+    mismatch = float((np.asarray(OpenCVChain(parsed).process(sample))
+                      != np.asarray(chain.to_frames(chain.process(sample)))).mean())
     log(json.dumps({"gpu": gpu, "cpu": cpu}, default=str))
     ok = mismatch < 0.005 and abs(gpu["mean"] - cpu["mean"]) <= 0.02 * max(cpu["mean"], 1e-9)
     return ok, (f"{frames} frames 1920x1080 gray+blur+canny: GPU {frames / gpu['seconds']:.0f} "

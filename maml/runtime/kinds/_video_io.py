@@ -1,6 +1,7 @@
 """Where the video kind's frames come from and where they go.
 
-Sources hand out batches as one uint8 array (N, H, W, 3) in OpenCV's BGR order:
+Sources hand out batches as lists of uint8 frames (H, W, 3) in OpenCV's BGR order (a list,
+not one stacked array: the OpenCV path works frame by frame and a stack is a copy):
 * a file path (relative to the document's directory), read with cv2.VideoCapture;
 * `camera:N`, cv2.VideoCapture(N); a camera that will not open is DeviceUnavailable;
 * `synthetic`: `{frames, width, height, fps, pattern, seed}` with pattern moving_square,
@@ -39,13 +40,11 @@ class SyntheticSource:
         self.total = min(frames, limit) if limit is not None else frames
         self.position = 0
 
-    def read(self, count: int) -> Any | None:
-        import numpy as np
-
+    def read(self, count: int) -> list[Any] | None:
         end = min(self.position + count, self.total)
         if end <= self.position:
             return None
-        batch = np.stack([self._frame(i) for i in range(self.position, end)])
+        batch = [self._frame(i) for i in range(self.position, end)]
         self.position = end
         return batch
 
@@ -95,9 +94,7 @@ class CaptureSource:
         self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.position = 0
 
-    def read(self, count: int) -> Any | None:
-        import numpy as np
-
+    def read(self, count: int) -> list[Any] | None:
         frames = []
         while len(frames) < count and (self.total is None or self.position < self.total):
             ok, frame = self.capture.read()
@@ -105,7 +102,7 @@ class CaptureSource:
                 break
             frames.append(frame)
             self.position += 1
-        return np.stack(frames) if frames else None
+        return frames or None
 
     def close(self) -> None:
         self.capture.release()
@@ -147,14 +144,14 @@ class FileSink:
         self.where = where
         self.writer: Any = None
 
-    def write(self, frames: Any) -> None:
+    def write(self, frames: list[Any]) -> None:
         import cv2
 
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            height, width = frames.shape[1:3]
+            height, width = frames[0].shape[:2]
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec),
-                                          self.fps, (width, height), frames.ndim == 4)
+                                          self.fps, (width, height), frames[0].ndim == 3)
             if not self.writer.isOpened():
                 raise InvalidInput(f"cannot write {self.path} with codec {self.codec} (OpenCV "
                                    f"refused it; use a {CODECS[self.codec]} file name)",

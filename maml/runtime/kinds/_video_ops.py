@@ -88,7 +88,7 @@ class Timings:
 
 
 class OpenCVChain:
-    """Runs the ops frame by frame with OpenCV on numpy batches (N, H, W[, 3])."""
+    """Runs the ops with OpenCV on a batch: a list of frames (H, W[, 3]), in, and out."""
 
     backend = "opencv"
 
@@ -104,7 +104,7 @@ class OpenCVChain:
         for op in self.ops:
             started = time.perf_counter()
             frames = self._diff(op, batch) if op.name == "frame_diff" else self._each(op, batch)
-            batch = self.np.stack(list(frames))
+            batch = list(frames)
             self.timings.add(op.label, started)
         return batch
 
@@ -135,10 +135,11 @@ class OpenCVChain:
             previous = frame
         self.previous[op.label] = previous
 
-    def summarise(self, frames: Any) -> tuple[int, int, int]:
+    def summarise(self, frames: list[Any]) -> tuple[int, int, int]:
         """(sum of pixel values, non-zero pixels, pixels) of a processed batch."""
-        return int(frames.sum(dtype=self.np.int64)), int(self.np.count_nonzero(frames)), \
-            int(frames.size)
+        total = sum(int(sum(self.cv2.sumElems(f))) for f in frames)
+        return total, sum(int(self.np.count_nonzero(f)) for f in frames), \
+            sum(int(f.size) for f in frames)
 
-    def to_numpy(self, frames: Any) -> Any:
+    def to_frames(self, frames: list[Any]) -> list[Any]:
         return frames

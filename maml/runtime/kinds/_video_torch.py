@@ -38,9 +38,11 @@ class TorchChain:
         self.timings = Timings()
         self._sync = device.type == "cuda"
 
-    def process(self, batch: Any) -> Any:
+    def process(self, batch: list[Any]) -> Any:
+        import numpy as np
+
         torch = self.torch
-        frames = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        frames = torch.from_numpy(np.stack(batch)).to(self.device, non_blocking=True)
         frames = (frames.unsqueeze(-1) if frames.ndim == 3 else frames).permute(0, 3, 1, 2)
         x = frames.float()
         with torch.inference_mode():
@@ -55,9 +57,9 @@ class TorchChain:
     def summarise(self, x: Any) -> tuple[int, int, int]:
         return int(x.sum(dtype=self.torch.float64)), int((x != 0).sum()), int(x.numel())
 
-    def to_numpy(self, x: Any) -> Any:
+    def to_frames(self, x: Any) -> list[Any]:
         out = x.to(self.torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return out[..., 0] if out.shape[-1] == 1 else out
+        return list(out[..., 0] if out.shape[-1] == 1 else out)
 
     # -- ops: (N, C, H, W) float in, float out --------------------------------------------
 

@@ -63,10 +63,10 @@ class VideoKind(Kind):
                     out = chain.process(batch)
                     totals = [a + b for a, b in zip(totals, chain.summarise(out), strict=True)]
                     if sink is not None or shape is None:
-                        array = chain.to_numpy(out)
-                        shape = array.shape
+                        processed = chain.to_frames(out)
+                        shape = processed[0].shape
                         if sink is not None:
-                            sink.write(array)
+                            sink.write(processed)
                 frames += len(batch)
                 ctx.progress(frames, source.total, "frames")
         return summary(params, chain, ctx.device, source.fps, frames, shape, totals,
@@ -103,10 +103,10 @@ def summary(params: dict[str, Any], chain: Any, device: str, fps: float, frames:
             shape: tuple[int, ...] | None, totals: list[int], seconds: float,
             sink: FileSink | None) -> dict[str, Any]:
     total_sum, nonzero, pixels = totals
-    height, width = (shape[1], shape[2]) if shape else (0, 0)
+    height, width = shape[:2] if shape else (0, 0)
     result: dict[str, Any] = {
         "frames": frames, "width": width, "height": height,
-        "channels": (shape[3] if shape and len(shape) == 4 else 1), "fps": fps,
+        "channels": (shape[2] if shape and len(shape) == 3 else 1), "fps": fps,
         "backend": chain.backend, "device": device, "batch_size": int(params["batch_size"]),
         "ops": [op.name for op in chain.ops],
         "op_seconds": {k: round(v, 6) for k, v in chain.timings.seconds.items()},

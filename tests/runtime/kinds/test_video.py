@@ -36,9 +36,9 @@ def synthetic(pattern="moving_square", frames=6, width=80, height=60, seed=0):
 
 def both_paths(ops, frames):
     parsed = parse_ops(ops, {})
-    cpu = OpenCVChain(parsed).process(frames)
+    cpu = np.asarray(OpenCVChain(parsed).process(frames))
     chain = TorchChain(parsed, torch.device("cpu"))
-    return cpu, chain.to_numpy(chain.process(frames))
+    return cpu, np.asarray(chain.to_frames(chain.process(frames)))
 
 
 def test_registered_under_its_name():
