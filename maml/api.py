@@ -45,8 +45,17 @@ def run(doc: Document | str | os.PathLike[str], *, graph: str | os.PathLike[str]
     if not hasattr(doc, "blocks"):
         doc = load(doc)  # type: ignore[arg-type]
     observers = list(observers)
-    # LEAD: attach the graph recorder here unless graph is False, e.g.
-    #   recorder = maml.graph.record.Recorder(None if graph in (None, True) else graph)
-    #   observers.append(recorder) ... run ... recorder.close(); result.graph = str(recorder.path)
-    result = run_document(doc, observers=observers, **options)  # type: ignore[arg-type]
+    recorder = None
+    if graph is not False:
+        from maml.graph import Recorder
+
+        recorder = Recorder(None if graph in (None, True) else graph)  # type: ignore[arg-type]
+        observers.append(recorder)
+    try:
+        result = run_document(doc, observers=observers, **options)  # type: ignore[arg-type]
+    finally:
+        if recorder is not None:
+            recorder.close()  # commits what is left; a run that never ended is marked interrupted
+    if recorder is not None:
+        result.graph = str(recorder.path)
     return result

@@ -38,22 +38,57 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
     """Run `doc`'s pipeline. `resume`: True for the document's latest run, or a run id.
     `input`: a JSON/YAML file path, or the data itself."""
     _check_diagnostics(doc)
-    devices = DeviceBook(inventory if inventory is not None else _discover(), monitor)
+    inventory = inventory if inventory is not None else _discover()
+    broadcaster = Broadcaster(list(observers))
+    executor_ref: list[Executor] = []
+    own_monitor = monitor is None
+    if own_monitor:
+        monitor = _health_monitor(doc, inventory, broadcaster, executor_ref)
+    devices = DeviceBook(inventory, monitor)
     plan = build_plan(doc, overrides=params, device_classes=devices.classes())
     _check_permissions(doc, plan, principal)
     input_data = _load_input(doc, input)
     faults = _fault_plan(doc, plan, inject)
     store, resumed = _store(doc, state_dir, resume)
     run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
-    executor = Executor(plan, store=store, broadcaster=Broadcaster(list(observers)),
+    executor = Executor(plan, store=store, broadcaster=broadcaster,
                         devices=devices, faults=faults, workers=workers or default_workers(),
                         max_errors=run_policy.max_errors,
                         breaker=(run_policy.breaker_failures, run_policy.breaker_cooldown),
                         clock=clock, sleep=sleep, monitor=monitor, input_data=input_data,
                         resume=resumed, rng=rng)
-    result = executor.run()
+    executor_ref.append(executor)
+    try:
+        result = executor.run()
+    finally:
+        if own_monitor and monitor is not None:
+            monitor.provider.close()
     _check_output(doc, result)
     return result
+
+
+def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
+                    executor_ref: list[Any]) -> Any:
+    """An unstarted NVML health monitor for the run's GPUs (the executor starts and stops
+    it), or None where there is no GPU or no NVML. Its `hang` rule asks the executor how
+    long the step on a device has been silent."""
+    if not inventory.gpus():
+        return None
+    from maml.runtime.health import HealthMonitor, load_thresholds
+    from maml.runtime.nvml import NVMLUnavailable, open_provider
+
+    try:
+        provider = open_provider()
+    except NVMLUnavailable:
+        return None
+
+    def progress_age(device_id: str) -> float | None:
+        return executor_ref[0].progress_age(device_id) if executor_ref else None
+
+    interval = float(os.environ.get("MAML_HEALTH_INTERVAL", "2.0"))
+    return HealthMonitor(provider, devices=inventory.gpus(), interval=interval,
+                         thresholds=load_thresholds(overrides=doc.meta.get("health")),
+                         emit=broadcaster.emit, progress_age=progress_age)
 
 
 def default_workers() -> int:

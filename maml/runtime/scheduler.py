@@ -88,6 +88,14 @@ class Executor:
                          duration=result.duration)
         return result
 
+    def progress_age(self, device_id: str) -> float | None:
+        """Seconds since the step running on `device_id` last sent a heartbeat, or None
+        when nothing runs there (the health monitor's GPU `hang` rule reads this)."""
+        now = time.monotonic()
+        ages = [now - s.last_beat for s in self.steps.values()
+                if s.status == "running" and s.state.device == device_id]
+        return min(ages) if ages else None
+
     def _start_ready_steps(self) -> None:
         for step in self.steps.values():
             if step.status not in ("pending", "waiting"):
