@@ -115,7 +115,10 @@ def nvml_vs_torch():
         raise Skip(problem)
     pairs = list(zip(inventory.gpus(), torch_gpus, strict=False))
     DETAILS["torch_vs_nvml"] = [[a.to_dict(), b.to_dict()] for a, b in pairs]
-    same = all(a.uuid == b.uuid and a.total_memory == b.total_memory for a, b in pairs)
+    # cudaMemGetInfo's total leaves out the driver's reserved memory (~0.5 GiB on an H100,
+    # seen here), which NVML counts as used: the totals agree to within 1%, not exactly
+    same = all(a.uuid == b.uuid and abs(a.total_memory - b.total_memory) <= 0.01 * a.total_memory
+               for a, b in pairs)
     same = same and len(inventory.gpus()) == len(torch_gpus)
     names = "; ".join(f"{a.id} {a.name} {a.uuid} {a.total_memory / GiB:.1f} GiB" for a, _ in pairs)
     return ("PASS" if same else "FAIL"), f"{len(torch_gpus)} GPU(s): {names}"
