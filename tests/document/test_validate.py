@@ -37,7 +37,7 @@ def test_vague_schema_error_gives_way_to_the_precise_one():
 
 
 def test_step_is_attached_to_step_diagnostics():
-    text = '---\nmaml_version: "1"\npipeline:\n  - id: s1\n    kind: quantum\n    params: {shots: 0}\n---\n'
+    text = '---\nmaml_version: "1"\npipeline:\n  - id: s1\n    kind: quantum\n    params: {shots: -1}\n---\n'
     (d,) = [d for d in validate(parse(text)) if d.severity == "error"]
     assert (d.code, d.line, d.step) == ("MAML-S201", 6, "s1")
     assert d.to_dict()["step"] == "s1"
