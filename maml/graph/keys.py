@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from maml._files import write_synced
 from maml.errors import GraphError
 
 if TYPE_CHECKING:
@@ -69,12 +70,7 @@ def _ensure_dir(path: Path) -> None:
 def _write_exclusive(path: Path, data: bytes) -> bool:
     """Write `data` to `path` with mode 0600 unless it exists; False if another got there first."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(tmp, data, 0o600)
     try:
         os.link(tmp, path)   # atomic and refuses to replace: no half-written key is ever seen
         return True

@@ -18,6 +18,7 @@ the built-in kinds are also listed here so a source checkout works before it is 
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -69,15 +70,16 @@ class StepSpec:
     input_data: Any = None            # the run's --input, if any
 
 
-class Kind:
+class Kind(ABC):
     name: ClassVar[str] = ""
     #: schema file under schemas/kinds/ (e.g. "llm.json"), or an inline schema dict
     params_schema: ClassVar[str | dict[str, Any]] = {}
     #: device classes this kind can use, in no particular order
     device_classes: ClassVar[tuple[str, ...]] = ("cpu",)
 
-    def run(self, ctx: StepContext, step: StepSpec) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, ctx: StepContext, step: StepSpec) -> Any:
+        """Run one attempt of `step`; return its JSON-serialisable output."""
 
     def release(self, ctx: StepContext) -> None:
         """Called on `clear_cache` recovery: drop cached state (e.g. free GPU memory)."""

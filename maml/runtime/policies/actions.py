@@ -16,6 +16,7 @@ the `Decision` built from an Effect and does the work (sleep, restart, clear the
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -49,12 +50,13 @@ class Effect:
     give_up: bool = False
 
 
-class Action:
+class Action(ABC):
     name: ClassVar[str] = ""
     repeats: ClassVar[bool] = False
 
-    def apply(self, situation: Situation) -> Effect | None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def apply(self, situation: Situation) -> Effect | None:
+        """The effect of taking this action now, or None where it cannot change anything."""
 
 
 def _with_param(situation: Situation, key: str, new: Any) -> Effect:
