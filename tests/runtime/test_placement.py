@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maml.errors import UsageError
-from maml.runtime.devices import discover
-from maml.runtime.health import HealthMonitor
-from maml.runtime.nvml import FakeGPU, FakeNVML
-from maml.runtime.placement import choose_device, worker_env
+from maml.runtime.devices.discovery import discover
+from maml.runtime.devices.health import HealthMonitor
+from maml.runtime.devices.nvml import FakeGPU, FakeNVML
+from maml.runtime.devices.placement import choose_device, worker_env
 from maml.runtime.policies import CircuitBreaker
 
 GiB = 2**30

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from maml.errors import UsageError
-from maml.runtime.devices import DeviceInfo, Inventory
+from maml.runtime.devices.discovery import DeviceInfo, Inventory
 from maml.vocabulary import normalise_device
 
 _STATE_RANK = {"healthy": 0, "warning": 1}
