@@ -25,7 +25,7 @@ from maml.runtime.plan import Plan, build_plan
 from maml.runtime.policies import effective_policy
 from maml.runtime.result import RunResult
 from maml.runtime.scheduler import Executor
-from maml.runtime.steprun import DeviceBook
+from maml.runtime.devices.book import DeviceBook
 
 
 def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
@@ -77,8 +77,8 @@ def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
     long the step on a device has been silent."""
     if not inventory.gpus():
         return None
-    from maml.runtime.health import HealthMonitor, load_thresholds
-    from maml.runtime.nvml import NVMLUnavailable, open_provider
+    from maml.runtime.devices.health import HealthMonitor, load_thresholds
+    from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
 
     try:
         provider = open_provider()
