@@ -67,7 +67,7 @@ def test_a_run_recovers_from_oom_live_and_the_graph_and_gpu_views_render(server,
     page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
 
     page.click("[data-nav=graph]")
-    page.wait_for_selector("#verify:has-text('verified')")
+    page.wait_for_selector("#verify .s-succeeded:has-text('verified')")
     page.wait_for_selector("canvas#by-class")
     assert page.evaluate("Chart.getChart('by-class').data.labels").count("oom") == 1
     page.screenshot(path=str(tmp_path / "graph.png"), full_page=True)
