@@ -90,7 +90,7 @@ class RunView:
     def _on_recovery_applied(self, e: dict[str, Any]) -> None:
         self.recoveries += 1
         step = self.step(e["step"])
-        step["status"] = "recovering"
+        step["status"] = "recovered"
         self._attempt(step, e["attempt"])["recovery"] = {"action": e["action"],
                                                           "changes": e["changes"]}
 
@@ -113,7 +113,7 @@ class RunView:
     def _on_run_cancelled(self, e: dict[str, Any]) -> None:
         self.status, self.finished_at = "cancelled", e["t"]
         for step in self.steps.values():
-            if step["status"] in ("pending", "waiting", "running", "recovering"):
+            if step["status"] in ("pending", "waiting", "running", "recovered"):
                 step["status"] = "cancelled"
 
     @staticmethod
