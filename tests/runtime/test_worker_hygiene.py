@@ -192,8 +192,8 @@ def test_pin_environment_without_uuid_follows_the_runs_visible_list():
 
 
 def test_placed_on_a_fake_gpu_the_step_runs_pinned_to_its_uuid(runner):
-    from maml.runtime.devices import discover
-    from maml.runtime.nvml_fake import FakeGPU, FakeNVML
+    from maml.runtime.devices.discovery import discover
+    from maml.runtime.devices.nvml_fake import FakeGPU, FakeNVML
 
     inventory = discover(provider=FakeNVML([FakeGPU(uuid="GPU-a"), FakeGPU(uuid="GPU-b")]))
     doc = runner.write_doc({"pipeline": [{"id": "g", "block": "g", "device": "cuda:1"}]},
