@@ -73,6 +73,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "MAML-V316": ("error", "a policy value the engine cannot use"),
     "MAML-V317": ("error", "a pipeline step that cannot be read (not a mapping, no id, ...)"),
     "MAML-V318": ("error", "`needs` without step names (a bare `needs` attribute, a number)"),
+    "MAML-V320": ("error", "`permissions` maml cannot read (an unknown right, a bad value): refused"),
 }
 
 

@@ -49,6 +49,7 @@ class StepDecl:
     params: dict[str, Any]
     policy: Mapping[str, Any] | None
     files: tuple[str, ...]
+    memory: int | None               # bytes (`memory: 4GiB`), a hint for placement
     span: SourceSpan                 # the step's entry, or its fence for an implicit step
     key_path: Path                   # ("pipeline", i); () for an implicit step
 
@@ -132,7 +133,6 @@ def _declared(doc: Document, index: int, entry: Any, table: StepTable) -> StepDe
         return None
     block = _named_block(doc, entry, sid, here, problem)
     kind = _kind(doc, entry, block, sid, here, problem)
-    _check_memory(entry, here, sid, problem)
     table.needs_paths.setdefault(sid, here + ("needs",))
     return StepDecl(
         id=sid, kind=kind, block=block,
@@ -141,6 +141,7 @@ def _declared(doc: Document, index: int, entry: Any, table: StepTable) -> StepDe
         params=_mapping(entry.get("params"), here + ("params",), sid, problem),
         policy=_step_policy(doc, entry.get("policy"), here + ("policy",), sid, table),
         files=_files(entry.get("files"), here + ("files",), sid, problem),
+        memory=_memory(entry.get("memory"), here + ("memory",), sid, problem),
         span=span, key_path=here)
 
 
@@ -264,12 +265,14 @@ def _files(value: Any, path: Path, sid: str, problem: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _check_memory(entry: Mapping[str, Any], here: Path, sid: str, problem: Any) -> None:
-    if "memory" in entry:
-        try:
-            parse_size(entry["memory"])
-        except ValueError as exc:
-            problem(here + ("memory",), "MAML-V307", f"step {sid!r}: memory: {exc}", sid)
+def _memory(value: Any, path: Path, sid: str, problem: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        problem(path, "MAML-V307", f"step {sid!r}: memory: {exc}", sid)
+        return None
 
 
 def _step_policy(doc: Document, value: Any, path: Path, sid: str,
@@ -315,7 +318,7 @@ def _implicit(doc: Document, table: StepTable) -> None:
         table.steps.append(StepDecl(
             id=sid, kind=kind, block=block, needs=needs,
             devices=_devices(block.attrs.get("device"), here, sid, problem), params={},
-            policy=None, files=(), span=block.span, key_path=()))
+            policy=None, files=(), memory=None, span=block.span, key_path=()))
 
 
 def _graph(doc: Document, table: StepTable) -> None:

@@ -46,6 +46,7 @@ class PlannedStep:
     hardware_class: str = "cpu"
     line: int | None = None
     files: tuple[str, ...] = ()      # paths/globs the step reads, relative to the document
+    memory: int | None = None        # bytes the step expects to need (`memory:`), a hint
 
     def info(self) -> StepInfo:
         return StepInfo(id=self.id, kind=self.kind, needs=self.needs, block=self.block,
@@ -120,6 +121,7 @@ def _planned(doc: Document, decl: StepDecl, available: set[str]) -> PlannedStep:
         block_lang=block.lang if block else None, block_body=block.body if block else None,
         block_line=block.body_line if block else None, params=dict(decl.params),
         devices=devices, hardware_class=hardware, line=decl.line, files=decl.files,
+        memory=decl.memory,
         policy=effective_policy(doc.meta.get("policy"), decl.policy, hardware))
 
 
