@@ -39,7 +39,7 @@ class BlockInvalid(InvalidInput):
 
 class PythonKind(Kind):
     name: ClassVar[str] = "python"
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    params_schema: ClassVar[str] = "python.json"
     device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     #: a python block uses a GPU only when its step asks for one (device: cuda)
     default_devices: ClassVar[tuple[str, ...]] = ("cpu",)
