@@ -9,7 +9,7 @@ import pytest
 from maml.runtime.events import DeviceRef
 from maml.runtime.kinds.base import StepSpec
 from maml.runtime.worker_main import AttemptRequest
-from maml.runtime.workers import WorkerPool
+from maml.runtime.executors.local import WorkerPool
 
 
 def _request(body: str, attempt: int = 1, fault: str | None = None) -> AttemptRequest:
