@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("graph", "Query, verify, export and report the signed error graph."),
     "keys": ("keys", "Manage the Ed25519 key that signs the error graph."),
     "devices": ("devices", "List CPUs and GPUs with their health."),
+    "serve": ("serve", "Serve the HTTP API, the live dashboard and MCP tools over one run queue."),
+    "submit": ("submit", "Submit a document to a running `maml serve` (optionally --wait)."),
+    "mcp": ("mcp", "Serve maml's MCP tools over stdio (for agents)."),
 }
 
 

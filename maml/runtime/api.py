@@ -26,7 +26,7 @@ from maml.runtime.policies import effective_policy
 from maml.runtime.result import RunResult
 from maml.runtime.clock import Clock
 from maml.runtime.scheduler import Scheduler
-from maml.runtime.steprun import DeviceBook
+from maml.runtime.devices.book import DeviceBook
 
 
 def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
@@ -97,8 +97,8 @@ def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
     long the step on a device has been silent."""
     if inventory is None or not inventory.gpus():
         return None
-    from maml.runtime.health import HealthMonitor, load_thresholds
-    from maml.runtime.nvml import NVMLUnavailable, open_provider
+    from maml.runtime.devices.health import HealthMonitor, load_thresholds
+    from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
 
     try:
         provider = open_provider()

@@ -30,7 +30,7 @@ from maml.errors import DocumentError, UsageError
 from maml.runtime.events import StepInfo
 from maml.runtime.kinds.base import Kind, KindError, get_kind
 from maml.runtime.policies import Policy, effective_policy
-from maml.vocabulary import normalise_device
+from maml.vocabulary import normalise_device, parse_size
 
 
 @dataclass
@@ -47,6 +47,7 @@ class PlannedStep:
     policy: Policy = field(default_factory=Policy)
     hardware_class: str = "cpu"
     line: int | None = None
+    memory: int | None = None          # bytes the step expects to need (`memory:`), a hint
 
     def info(self) -> StepInfo:
         return StepInfo(id=self.id, kind=self.kind, needs=self.needs, block=self.block,
@@ -116,6 +117,10 @@ def _declared_step(doc: Document, index: int, entry: Any, available: set[str]) -
     if block is not None:
         step.block_lang, step.block_body, step.block_line = block.lang, block.body, block.body_line
     _resolve(doc, step, entry.get("device"), entry.get("policy"), available, where)
+    try:
+        step.memory = parse_size(entry["memory"]) if entry.get("memory") is not None else None
+    except ValueError as exc:
+        raise _error(doc, str(exc), (*where, "memory"), step=step_id) from None
     return step
 
 

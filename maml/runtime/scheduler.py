@@ -42,7 +42,8 @@ from maml.runtime.kinds.base import StepSpec
 from maml.runtime.plan import Plan
 from maml.runtime.policies import CircuitBreaker, ErrorBudget, decide
 from maml.runtime.result import RunResult, StepResult, run_status
-from maml.runtime.steprun import DeviceBook, StepRun
+from maml.runtime.devices.book import DeviceBook, NoDevice
+from maml.runtime.steprun import StepRun
 from maml.runtime.worker_main import AttemptRequest
 from maml.vocabulary import DEVICE_ERRORS
 
@@ -66,6 +67,8 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.budget = ErrorBudget(max_errors)
         self.breaker = CircuitBreaker(breaker[0], breaker[1], clock=self.clock.now)
+        if devices.on_decision is None:
+            devices.on_decision = self._device_decision
         self.steps = {sid: StepRun(planned) for sid, planned in plan.steps.items()}
         self.dependents: dict[str, list[str]] = defaultdict(list)
         for sid, step in self.steps.items():
@@ -208,6 +211,11 @@ class Scheduler:
         for step, status in announce:
             self._announce(step, status)
 
+    def _device_decision(self, **decision: Any) -> None:
+        """A placement that passed over an allowed device, or found none: the graph keeps it."""
+        step = self.steps[decision.pop("step_id")]
+        self.events.emit("on_device_decision", run_id=self.run_id, step=step.info, **decision)
+
     def progress_age(self, device_id: str) -> float | None:
         """Seconds since the step running on `device_id` last showed a sign of life, or
         None when nothing runs there (the health monitor's GPU `hang` rule reads this)."""
@@ -260,12 +268,29 @@ class Scheduler:
             step.state.device = record.get("device") or "cpu"
             self._end(step, "cached", None)
             return
-        step.state.device = self.devices.place(planned, self.breaker)
-        self._enqueue(step)
+        self._enqueue(step, first=True)
 
-    def _enqueue(self, step: StepRun) -> None:
+    def _enqueue(self, step: StepRun, *, first: bool = False) -> None:
+        """Queue the step's next attempt on a device its list allows (placement for the
+        first attempt; a recovery's choice re-checked against breakers and health after)."""
+        planned, load = step.planned, self._load()
+        try:
+            step.state.device = (self.devices.place(planned, self.breaker, load) if first else
+                                 self.devices.admit(planned, step.state.device, self.breaker,
+                                                    load))
+        except NoDevice as exc:
+            error = synthetic_error("device_unavailable", exc.verdict.message(),
+                                    devices=exc.verdict.reasons)
+            if not first:
+                self.errors += 1
+            step.error = error
+            return self._exhausted(step, error, False, "no allowed device can take it")
         step.status = "ready"
-        self.queues[step.state.device].append(step.planned.id)
+        self.queues[step.state.device].append(planned.id)
+
+    def _load(self) -> dict[str, int]:
+        """Attempts running or queued per device (placement spreads over GPUs by it)."""
+        return {d: self.busy[d] + len(self.queues[d]) for d in set(self.busy) | set(self.queues)}
 
     def _submit(self, step: StepRun) -> None:
         planned, state = step.planned, step.state
@@ -335,7 +360,8 @@ class Scheduler:
             self._stop(f"the run's error budget (max_errors {self.budget.max_errors}) is spent")
             return self._end(step, "failed", f"{self.stopping}; {_last_error(error)}", error)
         decision = decide(policy, state, error,
-                          devices=self.devices.candidates(step.planned, self.breaker),
+                          devices=self.devices.candidates(step.planned, self.breaker,
+                                                          self._load()),
                           rng=self.rng)
         if not decision.another_attempt:
             state.advance(error, decision)
