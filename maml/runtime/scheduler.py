@@ -36,13 +36,13 @@ from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Log
 from maml.runtime.checkpoint import RunStore, cache_key, sha256_of
 from maml.runtime.classify import synthetic_error
 from maml.runtime.clock import Clock, SystemClock
+from maml.runtime.devices.book import DeviceBook, NoDevice
 from maml.runtime.events import Broadcaster, ErrorInfo
 from maml.runtime.inject import FaultPlan
 from maml.runtime.kinds.base import StepSpec
 from maml.runtime.plan import Plan
 from maml.runtime.policies import CircuitBreaker, ErrorBudget, decide
 from maml.runtime.result import RunResult, StepResult, run_status
-from maml.runtime.devices.book import DeviceBook, NoDevice
 from maml.runtime.steprun import StepRun
 from maml.runtime.worker_main import AttemptRequest
 from maml.vocabulary import DEVICE_ERRORS

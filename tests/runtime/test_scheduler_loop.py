@@ -17,10 +17,10 @@ from maml.runtime.backend import Alive, Failed, Handle, Lost, Started, Succeeded
 from maml.runtime.checkpoint import RunStore
 from maml.runtime.classify import synthetic_error
 from maml.runtime.clock import FakeClock
+from maml.runtime.devices.book import DeviceBook
 from maml.runtime.events import Broadcaster
 from maml.runtime.plan import build_plan
 from maml.runtime.scheduler import Scheduler
-from maml.runtime.steprun import DeviceBook
 
 
 class ScriptedBackend:
