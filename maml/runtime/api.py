@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from maml.document.model import Document
-from maml.errors import DocumentError, InvalidInput, RefusedError, UsageError
+from maml.errors import DocumentError, InvalidInput, UsageError
 from maml.runtime.checkpoint import RunStore, latest_run
 from maml.runtime.events import Broadcaster
 from maml.runtime.inject import FaultPlan, build_fault_plan
@@ -41,6 +41,9 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
     the caller owns and keeps (a Session's); without one a LocalBackend is made and closed
     here. `on_scheduler` is called with the scheduler before the first step (the CLI uses it
     to route SIGTERM/SIGINT to `Scheduler.interrupt`)."""
+    from maml.document.permissions import authorize_document
+
+    authorize_document(doc)    # signature and readable permissions, before anything else
     _check_diagnostics(doc)
     broadcaster = Broadcaster(list(observers))
     scheduler_ref: list[Scheduler] = []
@@ -140,19 +143,10 @@ def _check_diagnostics(doc: Document) -> None:
 
 
 def _check_permissions(doc: Document, plan: Plan, principal: str | None) -> None:
-    from maml.document.permissions import execute_allowed, execute_principals
+    """Signature (if required), permissions and confined paths: maml.document.permissions."""
+    from maml.document.permissions import authorize_plan
 
-    allowed, reason = execute_allowed(doc.meta, principal)
-    span = doc.span_of("permissions", "execute")
-    line = span.line if span else None
-    if not allowed:
-        raise RefusedError(reason, path=doc.path, line=line)
-    shell = next((s for s in plan.steps.values() if s.kind == "shell"), None)
-    if shell is not None and execute_principals(doc.meta) in (None, [], False):
-        raise RefusedError("a shell step runs commands on this machine, so the document must "
-                           "grant it: add `permissions: {execute: true}` (or a list of "
-                           "principals) to the front matter", path=doc.path,
-                           line=shell.block_line or shell.line, step=shell.id)
+    authorize_plan(doc, plan, principal)
 
 
 def _load_input(doc: Document, source: Any) -> Any:
