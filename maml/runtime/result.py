@@ -27,7 +27,7 @@ class StepResult:
     def to_json(self) -> dict[str, Any]:
         data = {"status": self.status, "attempts": self.attempts, "device": self.device,
                 "params": self.params, "output": self.output}
-        if self.error is not None:
+        if self.error is not None and self.status not in ("succeeded", "cached"):
             data["error"] = {"class": self.error.error_class,
                              "type": self.error.exception_type,
                              "message": self.error.message}
