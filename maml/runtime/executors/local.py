@@ -232,6 +232,8 @@ class LocalBackend:
             return Succeeded(handle, json.loads(message[1]), float(message[2]))
         elif kind == "error":
             self._end(worker, failed=True)
+            if "restart_worker" in (message[1].context or {}):
+                self.pool.discard(worker)     # it exits: it could not give memory back
             return Failed(handle, message[1], float(message[2]))
         return None
 
@@ -263,22 +265,10 @@ class LocalBackend:
         for worker, running in self._running.items():
             if now - running.sampled < CPU_SAMPLE_INTERVAL:
                 continue
-            cpu = cpu_seconds(worker.pid)
+            cpu = worker.cpu_seconds()
             if (cpu is not None and running.cpu is not None
                     and cpu - running.cpu >= CPU_BUSY_FRACTION * (now - running.sampled)):
                 events.append(Alive(running.handle))
             running.cpu, running.sampled = cpu, now
         return events
 
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process and its waited-for children, or None."""
-    if pid is None:
-        return None
-    import psutil
-
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except (psutil.Error, OSError):
-        return None
-    return times.user + times.system + times.children_user + times.children_system
