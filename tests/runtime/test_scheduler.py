@@ -32,7 +32,7 @@ def test_oom_chain_halves_batch_until_the_third_attempt_succeeds(runner, events)
     failures = [p["error"] for p in events.of("on_attempt_failed")]
     assert [e.error_class for e in failures] == ["oom", "oom"]
     assert all(e.injected for e in failures)
-    assert failures[0].exception_type == "torch.OutOfMemoryError"
+    assert failures[0].exception_type == "MemoryError"      # the step never imported torch
     assert [p["changes"] for p in events.of("on_recovery_applied")] == [
         {"batch_size": [64, 32]}, {"batch_size": [32, 16]}]
     assert len(runner.clock.idle) == 2 and runner.clock.idle[1] > runner.clock.idle[0] > 0
