@@ -31,14 +31,21 @@ class SystemClock:
 
 
 class FakeClock:
-    """A clock that moves only when the scheduler idles (or a test calls `advance`)."""
+    """A clock whose idle waits take no time: `sleep` (and `advance`) move it on at once.
 
-    def __init__(self, start: float = 1000.0) -> None:
+    By default it moves only then. With `real_time=True` it also runs with the monotonic
+    clock, so timeouts and heartbeats of real workers still expire, while backoff waits
+    (the scheduler sleeps only when nothing is in flight) are skipped, not waited."""
+
+    def __init__(self, start: float = 1000.0, *, real_time: bool = False) -> None:
         self.t = start
         self.idle: list[float] = []      # every idle wait, in seconds
+        self._origin = time.monotonic() if real_time else None
 
     def now(self) -> float:
-        return self.t
+        if self._origin is None:
+            return self.t
+        return self.t + time.monotonic() - self._origin
 
     def sleep(self, seconds: float) -> None:
         self.idle.append(seconds)

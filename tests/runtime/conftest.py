@@ -2,9 +2,9 @@
 
 `write_doc(front, blocks)` writes a .maml.md file (front matter from a dict, one fenced
 block per entry) and returns the parsed Document; `run` runs it with the state dir inside
-tmp_path and a FakeClock, so backoff never really waits: the scheduler's idle waits move
-the fake time instead (`runner.clock.idle` lists them). Tests of the watchdog pass
-`clock=SystemClock()`: a fake clock does not move while an attempt runs.
+tmp_path and a FakeClock that runs with real time (timeouts and heartbeats expire as they
+would) but skips the scheduler's idle waits, so backoff never really waits
+(`runner.clock.idle` lists the skipped waits).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def doc_text(front: dict[str, Any], blocks: dict[str, str], lang: str = "python"
 class Runner:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.clock = FakeClock()
+        self.clock = FakeClock(real_time=True)
         self.count = 0
 
     def write_doc(self, front: dict[str, Any], blocks: dict[str, str], *, execute: bool = True,
