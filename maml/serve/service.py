@@ -202,6 +202,8 @@ class Service:
             self.recorder.on_run_finished(run_id=request.run_id, status="interrupted",
                                           errors=view.errors, recoveries=view.recoveries,
                                           duration=time.time() - started)
+        if status == "cancelled":
+            self.hub.publish(request.run_id, "run_cancelled")
         result = self._live(request.run_id)
         result["status"] = status
         self._finish(request.run_id, result, started, [problem], None, code)
@@ -299,9 +301,8 @@ class Service:
         request = self.request(run_id)
         where = self.runner.cancel(run_id)
         if where == "queued":
-            self.hub.publish(run_id, "run_cancelled")
-            self._finish(run_id, {**self._live(run_id), "status": "cancelled"},
-                         request.submitted_at, ["cancelled before it started"], None)
+            self._end_unrecorded(request, "cancelled", request.submitted_at,
+                                 "cancelled before it started")
         return {"run_id": run_id, "cancelled": where is not None,
                 "was": where or self.run(run_id)["status"]}
 
