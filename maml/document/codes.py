@@ -70,6 +70,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "MAML-V313": ("error", "a step has no kind and no executable block to infer it from"),
     "MAML-V314": ("error", "a fault names an unknown step or error"),
     "MAML-V315": ("info", "nothing to run: no pipeline and no executable code block"),
+    "MAML-V320": ("error", "`permissions` maml cannot read (an unknown right, a bad value): refused"),
 }
 
 

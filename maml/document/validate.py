@@ -19,7 +19,7 @@ from typing import Any
 from maml.document import semantics
 from maml.document.codes import diagnostic, sort_key
 from maml.document.model import Diagnostic, Document
-from maml.document.permissions import ANYONE, execute_principals
+from maml.document import permissions
 from maml.document.yamlload import json_view
 
 #: schema validators whose complaint a semantic check states better
@@ -182,17 +182,7 @@ def _step_of(doc: Document, path: tuple[Any, ...]) -> str | None:
 
 
 def _permission_diagnostics(doc: Document) -> list[Diagnostic]:
-    value = execute_principals(doc.meta)
-    span = doc.span_of("permissions", "execute")
-    if value is False:
-        return [diagnostic("MAML-V311", "permissions.execute is false: `maml run` will refuse "
-                           "this document; set `execute: true` to let it run", span)]
-    if isinstance(value, list) and not any(str(p).strip().lower() in ANYONE for p in value):
-        who = ", ".join(map(str, value)) or "nobody"
-        return [diagnostic("MAML-V311", f"permissions.execute allows only {who}: `maml run` "
-                           "refuses anyone else; run it with `--as PRINCIPAL` or MAML_PRINCIPAL "
-                           "set to one of them", span)]
-    return []
+    return permissions.diagnostics(doc)
 
 
 def _json_schema_diagnostics(doc: Document) -> list[Diagnostic]:

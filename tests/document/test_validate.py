@@ -66,7 +66,7 @@ def test_block_needs_without_pipeline():
 def test_permissions_warn_and_say_who():
     (message,) = messages('---\nmaml_version: "1"\npermissions:\n  execute: [agent://ops]\n---\n',
                           "MAML-V311")
-    assert "agent://ops" in message and "--as PRINCIPAL" in message
+    assert "agent://ops" in message and "refuses any other OS user" in message
     assert ("MAML-V311", 3) in found('---\nmaml_version: "1"\npermissions: {execute: false}\n---\n')
     assert not messages('---\nmaml_version: "1"\npermissions: {execute: [public]}\n---\n',
                         "MAML-V311")
