@@ -130,5 +130,6 @@ def test_sigkill_under_load_loses_no_run_and_runs_none_twice(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_200_runs_from_20_clients_through_a_sigkill(tmp_path):
     _kill_mid_load(tmp_path, runs=200, clients=20, concurrency=4)
