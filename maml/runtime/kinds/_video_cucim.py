@@ -32,7 +32,7 @@ import numpy as np
 from maml.errors import CudaFault, DeviceUnavailable, OutOfMemory, StepFailure
 from maml.runtime.kinds._video_ops import Op, Timings
 
-_GRAY = "uint32 v = (1868u * b + 9617u * g + 4899u * r + 8192u) >> 14; y = (unsigned char)v"
+_GRAY = "unsigned int v = (1868u * b + 9617u * g + 4899u * r + 8192u) >> 14; y = (unsigned char)v"
 _GRAY_OPS = frozenset({"cvt_gray", "canny"})
 SUPPORTED = frozenset({"cvt_gray", "gaussian_blur", "sobel", "resize", "threshold",
                        "frame_diff", "canny"})
