@@ -4,7 +4,8 @@ A batch is a uint8 CuPy array (N, H, W) or (N, H, W, 3) BGR; it arrives from NVD
 on the GPU (_video_nvdec.py) or from OpenCV as host frames, copied up through one pinned
 buffer that is reused batch after batch. Every op gives uint8, rounded as OpenCV rounds:
 
-* cvt_gray: OpenCV's fixed-point BGR2GRAY, (1868 B + 9617 G + 4899 R + 2**13) >> 14: exact.
+* cvt_gray: OpenCV's fixed-point BGR2GRAY, (3735 B + 19235 G + 9798 R + 2**14) >> 15:
+  exact (checked against cv2.cvtColor on every value triple class in the tests).
 * gaussian_blur, sobel: separable correlation with OpenCV's own 1-D kernels
   (getGaussianKernel, getDerivKernels), reflect-101 borders ("mirror"); float32, rounded.
 * resize: bilinear with half-pixel centres (INTER_LINEAR's formula), in float32.
@@ -32,7 +33,7 @@ import numpy as np
 from maml.errors import CudaFault, DeviceUnavailable, OutOfMemory, StepFailure
 from maml.runtime.kinds._video_ops import Op, Timings
 
-_GRAY = "unsigned int v = (1868u * b + 9617u * g + 4899u * r + 8192u) >> 14; y = (unsigned char)v"
+_GRAY = "unsigned int v = (3735u * b + 19235u * g + 9798u * r + 16384u) >> 15; y = (unsigned char)v"
 _GRAY_OPS = frozenset({"cvt_gray", "canny"})
 SUPPORTED = frozenset({"cvt_gray", "gaussian_blur", "sobel", "resize", "threshold",
                        "frame_diff", "canny"})

@@ -26,6 +26,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _EXPAND = ("float v = (y - 16.0f) * (255.0f / 219.0f); "
            "out = (unsigned char)min(max(rintf(v), 0.0f), 255.0f)")
 _BGR = """
@@ -87,8 +89,7 @@ class NvDecSource:
         shape = (len(frames), h, w) if self.gray else (len(frames), h, w, 3)
         out = self.cp.empty(shape, dtype=self.cp.uint8)
         for i, frame in enumerate(frames):
-            planes = self.cp.asarray(frame).reshape(-1, w)
-            y, uv = planes[:h], planes[h:h + h // 2]
+            y, uv = nv12_planes(self.cp, frame, h, w)
             if self.gray:
                 out[i] = y if self.full_range else self._expand(y)
             else:
@@ -98,3 +99,29 @@ class NvDecSource:
 
     def close(self) -> None:
         self.reader = None
+
+
+def nv12_planes(cp: Any, frame: Any, h: int, w: int) -> tuple[Any, Any]:
+    """(Y (h, w), UV (h/2, w)) views of a decoded NV12 frame, without copying.
+
+    PyNvVideoCodec frames export DLPack; older builds only per-plane CUDA array
+    interfaces (`frame.cuda()`), read here by hand because their typestr is not numpy's."""
+    try:
+        planes = [cp.from_dlpack(frame)]
+    except Exception:  # noqa: BLE001 - fall through to the per-plane interface
+        planes = [_from_cai(cp, plane.__cuda_array_interface__) for plane in frame.cuda()]
+    if len(planes) == 1:
+        whole = planes[0][..., 0] if planes[0].ndim == 3 else planes[0]
+        rows = whole.reshape(-1, whole.shape[-1])[:, :w]
+        return rows[:h], rows[h:h + h // 2]
+    return planes[0].reshape(h, -1)[:, :w], planes[1].reshape(h // 2, -1)[:, :w]
+
+
+def _from_cai(cp: Any, cai: dict[str, Any]) -> Any:
+    shape = tuple(int(n) for n in cai["shape"])
+    strides = cai.get("strides") or None
+    extent = (shape[0] - 1) * int(strides[0]) + int(np.prod(shape[1:])) if strides \
+        else int(np.prod(shape))
+    memory = cp.cuda.UnownedMemory(int(cai["data"][0]), extent, owner=None)
+    return cp.ndarray(shape, dtype=cp.uint8, memptr=cp.cuda.MemoryPointer(memory, 0),
+                      strides=strides)
