@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maml._files import fsync_dir, write_synced
+from maml._files import write_atomic
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -57,11 +57,7 @@ def new_run_id() -> str:
 def atomic_write_json(path: Path, value: Any) -> None:
     """Write `value` as JSON to `path` so that a crash leaves the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = canonical_json(value).encode("utf-8")
-    write_synced(tmp, data)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomic(path, canonical_json(value).encode("utf-8"))   # mkstemp: no planted temp
 
 
 def read_json(path: Path) -> Any | None:
