@@ -2,10 +2,10 @@
 
 `SlotActor` holds a maml `Worker` (maml.runtime.worker_main) for the life of the actor, so a
 kind's cached state (a loaded model, a compiled circuit) stays warm from one attempt to the
-next exactly as in a local worker process. `attempt(request)` is a Ray streaming generator:
-it first yields ("where", location) — node id, node IP, pid, the GPU Ray assigned and its
-UUID — then every message the worker would write on its pipe locally ("started", "hb",
-"log", "progress", "checkpoint"), and ends after "result" or "error". The attempt itself
+next exactly as in a local worker process. `attempt(request)` is a Ray streaming generator
+of message batches: first ("where", location) — node id, node IP, pid, the GPU Ray assigned
+and its UUID — then every message the worker would write on its pipe locally ("started",
+"hb", "log", "progress", "checkpoint"); it ends after "result" or "error". The attempt itself
 runs on a thread of the actor, so heartbeats flow while it works; an injected fault is
 raised there, inside the Ray worker.
 
@@ -21,11 +21,15 @@ import dataclasses
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 #: messages after which an attempt's stream ends
 _FINAL = ("result", "error")
+#: seconds a batch of messages may wait for more before it is yielded (well under any
+#: heartbeat interval, so the watchdog never starves)
+BATCH_WINDOW = 0.02
 
 
 class _QueueConn:
@@ -51,18 +55,32 @@ class SlotActor:
     def where(self) -> dict[str, Any]:
         return dict(self._where)
 
-    def attempt(self, request: Any) -> Iterator[tuple[Any, ...]]:
-        yield ("where", self._where)
+    def attempt(self, request: Any) -> Iterator[list[tuple[Any, ...]]]:
+        """Yields batches of messages: whatever the worker wrote since the last yield (one
+        object in Ray's store per batch, not per heartbeat)."""
         request = as_seen_here(request, self._where)
         threading.Thread(target=self._worker.run_attempt, args=(request,), daemon=True,
                          name=f"maml-attempt-{request.step.id}").start()
+        batch: list[tuple[Any, ...]] = [("where", self._where)]
         while True:
-            message = self._messages.get()
-            if message[0] == "released":
-                continue
-            yield message
-            if message[0] in _FINAL:
+            batch += self._collect()
+            if any(m[0] in _FINAL for m in batch):
+                yield batch
                 return
+            yield batch
+            batch = []
+
+    def _collect(self) -> list[tuple[Any, ...]]:
+        """The next message, and whatever follows within BATCH_WINDOW: a short attempt's
+        whole life (started, heartbeat, result) is one object in Ray's store."""
+        batch = [self._messages.get()]
+        deadline = time.monotonic() + BATCH_WINDOW
+        while batch[-1][0] not in _FINAL and (left := deadline - time.monotonic()) > 0:
+            try:
+                batch.append(self._messages.get(timeout=left))
+            except queue.Empty:
+                break
+        return [m for m in batch if m[0] != "released"]
 
     def release(self) -> bool:
         """Drop the kinds' cached state (the backend's clear_cache)."""
