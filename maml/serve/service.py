@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from maml.errors import DocumentError, MamlError, UsageError
+from maml.serve import views
 from maml.serve.hub import EventHub
 from maml.serve.records import Records, RunRequest, next_seq
 from maml.serve.runner import CancelToken, RunCancelled, Runner
 
 log = logging.getLogger(__name__)
-
-FINAL_STATUSES = frozenset({"succeeded", "failed", "partial", "interrupted", "cancelled"})
 
 
 class NotFound(UsageError):
@@ -51,6 +50,8 @@ class Service:
         self.recorder: Any = None
         self.inventory: Any = None
         self._requests: dict[str, RunRequest] = {}
+        self._by_key: dict[str, str] = {}          # idempotency key -> run id
+        self._finals: dict[str, dict[str, Any]] = {}   # run id -> its final record
         self._lock = threading.Lock()
         self._seq = 0
         self._devices: Any = None
@@ -69,12 +70,15 @@ class Service:
         self._seq = next_seq(self.records)
         for request in self.records.requests():
             self._requests[request.run_id] = request
+            if request.idempotency_key is not None:
+                self._by_key[request.idempotency_key] = request.run_id
             view = self.hub.restore(request.run_id, self.records.events(request.run_id))
             final = self.records.final(request.run_id)
             if final is None:
                 self.hub.publish(request.run_id, "run_requeued")
                 self.runner.put(request)
             else:
+                self._finals[request.run_id] = final
                 view.status = final["result"]["status"]
         self.runner.start()
 
@@ -91,18 +95,27 @@ class Service:
     def submit(self, *, document: str | None = None, path: str | None = None,
                params: dict[str, Any] | None = None, inject: list[str] | None = None,
                input: Any = None, require_signed: bool = False,
-               principal: str | None = None) -> str:
-        """Check the document and accept the run (durably); returns its run id."""
+               principal: str | None = None, idempotency_key: str | None = None) -> str:
+        """Check the document and accept the run (durably); returns its run id. A repeated
+        `idempotency_key` returns the run the first submission made (a client that lost
+        the answer to a crash can send again without running the document twice)."""
+        if idempotency_key is not None and idempotency_key in self._by_key:
+            return self._by_key[idempotency_key]
         text, where = self._source(document, path)
         doc = self._checked(text, where, params or {}, list(inject or ()), require_signed)
         with self._lock:
+            if idempotency_key is not None and idempotency_key in self._by_key:
+                return self._by_key[idempotency_key]
             self._seq += 1
             request = RunRequest(run_id="", seq=self._seq, document=text, path=doc.path,
                                  params=dict(params or {}), inject=list(inject or ()),
                                  input=input, require_signed=require_signed,
-                                 principal=principal, submitted_at=time.time())
+                                 principal=principal, submitted_at=time.time(),
+                                 idempotency_key=idempotency_key)
             self.records.accept(request)
             self._requests[request.run_id] = request
+            if idempotency_key is not None:
+                self._by_key[idempotency_key] = request.run_id
         self.hub.publish(request.run_id, "run_queued", document=doc.path,
                          steps=self._dag(doc, params or {}))
         self.runner.put(request)
@@ -132,8 +145,9 @@ class Service:
         errors = [d for d in maml.validate(doc) if d.severity == "error"]
         if errors:
             first = errors[0]
-            raise DocumentError(f"{first.message} [{first.code}]", diagnostics=errors,
-                                path=where, line=first.line, step=first.step)
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise DocumentError(f"{first.message} [{first.code}]{more}", diagnostics=errors,
+                                path=where, line=first.line)
         try:
             build_fault_plan(inject, None)
         except ValueError as exc:
@@ -189,15 +203,18 @@ class Service:
             self.recorder.on_run_finished(run_id=request.run_id, status="interrupted",
                                           errors=view.errors, recoveries=view.recoveries,
                                           duration=time.time() - started)
+        if status == "cancelled":
+            self.hub.publish(request.run_id, "run_cancelled")
         result = self._live(request.run_id)
         result["status"] = status
         self._finish(request.run_id, result, started, [problem], None, code)
 
     def _finish(self, run_id: str, result: dict[str, Any], started: float,
                 problems: list[str], output: Any, code: str | None = None) -> None:
-        self.records.finish(run_id, {"result": result, "problems": problems, "output": output,
-                                     "code": code, "started_at": started,
-                                     "finished_at": time.time()})
+        final = {"result": result, "problems": problems, "output": output, "code": code,
+                 "started_at": started, "finished_at": time.time()}
+        self.records.finish(run_id, final)
+        self._finals[run_id] = final
         self.hub.publish(run_id, "run_finished", status=result["status"],
                          errors=result.get("errors", 0), recoveries=result.get("recoveries", 0),
                          problems=problems)
@@ -212,83 +229,35 @@ class Service:
         """The run as `maml run --json` prints it (status queued|running until it ends),
         plus document, times, problems and each step's attempt history."""
         request = self.request(run_id)
-        final = self.records.final(run_id)
-        view = self.hub.views.get(run_id)
-        result = dict(final["result"]) if final else self._live(run_id)
-        for step_id, step in result.get("steps", {}).items():
-            live = view.steps.get(step_id, {}) if view else {}
-            step.setdefault("error", live.get("error"))
-            step["history"] = live.get("history", [])
-        result.update(document=request.path, principal=request.principal,
-                      submitted_at=request.submitted_at,
-                      started_at=view.started_at if view else None,
-                      finished_at=final["finished_at"] if final else None,
-                      problems=final["problems"] if final else [],
-                      dag=view.dag if view else [], queued=request.run_id in self.runner.queued())
-        return result
+        return views.run_object(request, self._finals.get(run_id), self.hub.views.get(run_id),
+                                self._live(run_id), queued=run_id in self.runner.queued())
 
     def _live(self, run_id: str) -> dict[str, Any]:
         from maml.runtime.checkpoint import RunStore
 
-        view = self.hub.views.get(run_id)
-        store = RunStore(self.state_dir, run_id)
-        steps = {}
-        for step_id, step in (view.steps.items() if view else ()):
-            output = None
-            if step["status"] in ("succeeded", "cached"):
-                committed = store.committed(step_id)
-                output = committed["output"] if committed else None
-            status = step["status"] if step["status"] in ("succeeded", "failed", "skipped",
-                                                          "cached", "cancelled") else "running"
-            status = "pending" if step["status"] == "pending" else status
-            steps[step_id] = {"status": status, "attempts": step["attempts"],
-                              "device": step["device"], "params": step["params"],
-                              "output": output, "error": step["error"]}
-        status = view.status if view else "queued"
-        status = "queued" if status in ("queued", "requeued") else status
-        status = status if status in FINAL_STATUSES | {"queued"} else "running"
-        return {"run_id": run_id, "status": status, "steps": steps,
-                "errors": view.errors if view else 0,
-                "recoveries": view.recoveries if view else 0,
-                "graph": str(self.recorder.path) if self.recorder else None}
+        return views.live_result(run_id, self.hub.views.get(run_id),
+                                 RunStore(self.state_dir, run_id),
+                                 str(self.recorder.path) if self.recorder else None)
 
     def runs(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Newest first: id, status, document, times, errors, recoveries, step counts."""
         rows = []
         for request in sorted(self._requests.values(), key=lambda r: r.seq, reverse=True):
-            view = self.hub.views.get(request.run_id)
-            final = self.records.final(request.run_id)
-            row_status = final["result"]["status"] if final else self._live_status(view)
-            if status and row_status != status:
-                continue
-            steps = view.steps.values() if view else ()
-            rows.append({"run_id": request.run_id, "status": row_status,
-                         "document": request.path, "submitted_at": request.submitted_at,
-                         "started_at": view.started_at if view else None,
-                         "finished_at": final["finished_at"] if final else None,
-                         "errors": view.errors if view else 0,
-                         "recoveries": view.recoveries if view else 0,
-                         "steps": len(view.steps) if view else 0,
-                         "steps_done": sum(s["status"] in ("succeeded", "cached")
-                                           for s in steps)})
+            row = views.run_row(request, self._finals.get(request.run_id),
+                                self.hub.views.get(request.run_id))
+            if status is None or row["status"] == status:
+                rows.append(row)
             if len(rows) >= limit:
                 break
         return rows
-
-    @staticmethod
-    def _live_status(view: Any) -> str:
-        if view is None or view.status in ("queued", "requeued"):
-            return "queued"
-        return view.status if view.status in FINAL_STATUSES else "running"
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; a run that has ended is left as it is."""
         request = self.request(run_id)
         where = self.runner.cancel(run_id)
         if where == "queued":
-            self.hub.publish(run_id, "run_cancelled")
-            self._finish(run_id, {**self._live(run_id), "status": "cancelled"},
-                         request.submitted_at, ["cancelled before it started"], None)
+            self._end_unrecorded(request, "cancelled", request.submitted_at,
+                                 "cancelled before it started")
         return {"run_id": run_id, "cancelled": where is not None,
                 "was": where or self.run(run_id)["status"]}
 
