@@ -14,6 +14,7 @@ recovery work? how did the step end?) is a new `outcome` node linked to what it 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import socket
@@ -36,6 +37,25 @@ def _seconds(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def document_identity(document: str | None) -> dict[str, str | None]:
+    """The sha256 of the document's bytes and the trusted key that signed them (None if it
+    is unsigned, altered or signed by a key not trusted): what the run record keeps."""
+    if not document:
+        return {"document_sha256": None, "signer": None}
+    from maml.errors import GraphError
+    from maml.graph import docsig, keys
+
+    try:
+        data = open(document, "rb").read()
+    except OSError:
+        return {"document_sha256": None, "signer": None}
+    try:
+        verdict = docsig.verify(document, keys.trusted_public_keys(), data)
+    except GraphError:          # a trusted key file that cannot be read: no signer claimed
+        return {"document_sha256": hashlib.sha256(data).hexdigest(), "signer": None}
+    return {"document_sha256": verdict.sha256, "signer": verdict.key_id if verdict.ok else None}
+
+
 def _device_class(device: DeviceRef | None) -> str:
     return device.kind if device is not None else "unknown"
 
@@ -47,6 +67,7 @@ class Recorder(Observer):
                  key: SigningKey | None = None, commit_every: int = 10_000,
                  clock: Any = time.time) -> None:
         self.writer = LogWriter(path, key or load_or_create_key())
+        self.writer.preflight()     # a read-only, full or rolled-back graph: before any step
         self.path = self.writer.path
         self.commit_every = commit_every
         self.clock = clock
@@ -115,7 +136,8 @@ class Recorder(Observer):
                        started_at: float, **_: Any) -> None:
         with self._lock:
             self._runs[run_id] = self._add(
-                "run", [], run=run_id, document=document, steps=[s.id for s in steps],
+                "run", [], run=run_id, document=document, **document_identity(document),
+                steps=[s.id for s in steps],
                 started_at=_seconds(started_at), host=socket.gethostname(), pid=os.getpid(),
                 t=self._now())
             self._open_runs.add(run_id)
