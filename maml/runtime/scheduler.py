@@ -186,8 +186,8 @@ class Scheduler:
             handle = self._detach(step)
             self._failed(step, event.error, handle)
         elif isinstance(event, Lost):
-            self._detach(step)
             error = self._synthetic(step, "worker_lost", event.message, dict(event.facts))
+            self._detach(step)      # after: the error names the worker that was lost
             self._failed(step, error, None)
 
     def _watchdog(self) -> None:
