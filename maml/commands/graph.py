@@ -170,6 +170,31 @@ def verify(key: tuple[str, ...], expect_head: str | None, graph_path: str | None
 
 
 @command.command()
+@click.argument("run")
+@click.option("--state-dir", default=".maml", show_default=True,
+              type=click.Path(file_okay=False), help="Where the run's files are.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the envelope here instead of stdout.")
+@_graph_options
+def attest(run: str, state_dir: str, output: str | None, key: tuple[str, ...],
+           graph_path: str | None, as_json: bool) -> None:
+    """An in-toto Statement (v1) about RUN in a DSSE envelope signed by your key: subjects
+    are the run's output files (name + sha256), the predicate its record in the graph."""
+    from maml.graph import keys
+    from maml.graph.attest import attest as make
+
+    envelope = make(_open(graph_path, key), run, state_dir, keys.load_or_create_key())
+    text = json.dumps(envelope, indent=1) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from maml._files import write_atomic
+
+    write_atomic(output, text.encode("utf-8"))
+    click.echo(f"wrote the attestation of run {run} to {output}", err=True)
+
+
+@command.command()
 @click.option("--graph", "graph_path", type=click.Path(), default=None,
               help="Graph directory or log file (default: $MAML_GRAPH or .maml/graph).")
 def forget(graph_path: str | None) -> None:

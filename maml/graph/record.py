@@ -24,6 +24,7 @@ from collections import defaultdict
 from typing import Any
 
 from maml.graph import canonical
+from maml.graph import settings as trust_settings
 from maml.graph.keys import SigningKey, load_or_create_key
 from maml.graph.store import LogWriter
 from maml.runtime.events import DeviceRef, ErrorInfo, Observer, StepInfo
@@ -81,6 +82,7 @@ class Recorder(Observer):
         self._errors: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
         self._recoveries: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
         self._attempt_devices: dict[str, dict[tuple[str, int], DeviceRef]] = defaultdict(dict)
+        self._documents: dict[str, str | None] = {}
         self._per_run = (self._steps, self._attempts, self._errors, self._recoveries,
                          self._attempt_devices)
 
@@ -141,6 +143,7 @@ class Recorder(Observer):
                 started_at=_seconds(started_at), host=socket.gethostname(), pid=os.getpid(),
                 t=self._now())
             self._open_runs.add(run_id)
+            self._documents[run_id] = document
 
     def on_step_started(self, *, run_id: str, step: StepInfo, **_: Any) -> None:
         with self._lock:
@@ -272,3 +275,17 @@ class Recorder(Observer):
             for table in self._per_run:
                 table.pop(run_id, None)
             self.writer.commit()
+            self._append_history(run_id, status)
+
+    def _append_history(self, run_id: str, status: str) -> None:
+        """`maml run --append-history`: the run's line in the document, with the graph head
+        that now covers the run (maml.graph.history)."""
+        document = self._documents.pop(run_id, None)
+        settings = trust_settings.load()
+        if not (settings.append_history and document):
+            return
+        from maml.graph import history
+
+        tail = self.writer.tail
+        line = history.entry(run_id, status, tail.chain.hex() if tail else None, self.writer.key.id)
+        history.append(document, line, key=self.writer.key, resign=settings.resign)

@@ -147,6 +147,11 @@ class LogWriter:
         return node_id.decode()
 
     @property
+    def tail(self) -> Tail | None:
+        """The last head this writer committed or read (None before the first commit)."""
+        return self._tail
+
+    @property
     def pending(self) -> int:
         return len(self._pending)
 
