@@ -6,13 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
+
+from graph_helpers import maml_cli
 
 DOC = """---
 maml_version: "1.0"
@@ -37,10 +36,8 @@ def run(inputs, params, ctx):
 """
 
 
-def _maml(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MAML_CONFIG_DIR": str(tmp_path / "config")}
-    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=180)
+
+_maml = maml_cli
 
 
 def test_the_attestation_verifies_with_securesystemslib_and_names_the_outputs(tmp_path):

@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import maml.graph
 from maml.graph import docsig, keys
+
+from graph_helpers import maml_cli
 
 DOC = """---
 maml_version: "1.0"
@@ -36,10 +36,8 @@ def doc(tmp_path: Path) -> Path:
     return path
 
 
-def _maml(tmp_path: Path, *args: str, config: Path | None = None):
-    env = {**os.environ, "MAML_CONFIG_DIR": str(config or tmp_path / "config")}
-    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+
+_maml = maml_cli
 
 
 def test_a_signature_covers_every_byte(doc, key):

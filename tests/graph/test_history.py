@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
 from maml.graph.history import entry, with_entry
+
+from graph_helpers import maml_cli
 
 WHEN = dt.datetime(2026, 11, 30, 12, 0, 0, tzinfo=dt.timezone.utc)
 LINE = entry("R1", "succeeded", "ab" * 32, "k" * 32, WHEN)
@@ -69,10 +68,8 @@ result = 1
 """
 
 
-def _maml(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MAML_CONFIG_DIR": str(tmp_path / "config")}
-    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+
+_maml = maml_cli
 
 
 def test_a_run_appends_its_line_and_a_signed_document_is_told_apart(tmp_path):
