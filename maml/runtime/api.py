@@ -27,6 +27,7 @@ from maml.runtime.result import RunResult
 from maml.runtime.clock import Clock
 from maml.runtime.scheduler import Scheduler
 from maml.runtime.devices.book import DeviceBook
+from maml.runtime.executors.select import cluster_backend, workers_per_gpu
 
 
 def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
@@ -50,8 +51,6 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
     _check_diagnostics(doc)
     cluster = None
     if backend is None:        # the cluster's devices replace this machine's
-        from maml.runtime.executors.select import cluster_backend
-
         cluster = backend = cluster_backend(doc.meta.get("executor"), executor, address, workers)
         inventory = cluster.inventory if cluster is not None else inventory
     broadcaster = Broadcaster(list(observers))
@@ -60,7 +59,8 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
     own_monitor = monitor is None
     if own_monitor:
         monitor = _health_monitor(doc, inventory, broadcaster, scheduler_ref)
-    devices = DeviceBook(inventory, monitor)
+    devices = DeviceBook(inventory, monitor, workers_per_gpu=workers_per_gpu(
+        doc.meta.get("executor"), cluster))
     _check_permissions(doc, plan, principal)
     input_data = _load_input(doc, input)
     faults = _fault_plan(doc, plan, inject)
