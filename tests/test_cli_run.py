@@ -87,7 +87,9 @@ def test_a_failed_run_exits_1_naming_file_line_and_step_without_traceback(failin
                     cwd=tmp_path)
     assert done.returncode == 1
     result = json.loads(done.stdout)
-    assert result["status"] == "failed" and result["steps"]["b"]["attempts"] == 2
+    # a ValueError of the step's own code is a user_error: not retried by default
+    assert result["status"] == "failed" and result["steps"]["b"]["attempts"] == 1
+    assert result["steps"]["b"]["error"]["type"] == "ValueError"
     assert result["steps"]["a"]["output"] == 5                 # --param typed 5 as an int
     assert re.search(rf"{re.escape(str(failing))}:\d+: step 'b': failed: .*a is too large",
                      done.stderr)

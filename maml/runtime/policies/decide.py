@@ -40,10 +40,7 @@ from typing import Any
 from maml.runtime.events import ErrorInfo
 from maml.runtime.policies.actions import ACTIONS, Effect, NextDevice, Situation
 from maml.runtime.policies.policy import Policy
-from maml.vocabulary import ERROR_CLASSES, NEVER_RETRIED
-
-#: error classes after which the worker process must not be reused
-WORKER_FATAL: frozenset[str] = frozenset({"timeout", "hang", "worker_lost", "cuda_error"})
+from maml.vocabulary import ERROR_CLASSES, NEVER_RETRIED, WORKER_FATAL
 
 
 @dataclass
