@@ -171,6 +171,8 @@ class Scheduler:
             if isinstance(event, Started):
                 step.pid = event.pid
         if isinstance(event, Progress):
+            if isinstance(event.total, int) and event.total > 0:
+                step.state.items = event.total        # what halve_batch needs to know
             self.events.emit("on_step_progress", run_id=self.run_id, step=step.info,
                              done=event.done, total=event.total, unit=event.unit)
         elif isinstance(event, Log):

@@ -276,3 +276,22 @@ def test_on_the_cpu_two_ooms_take_batch_64_to_16():
     state = AttemptState("s", params={"batch_size": 64}, device="cpu")
     run_failures(default_policy("cpu"), state, ["oom", "oom"], devices=("cpu",))
     assert state.params == {"batch_size": 16} and state.attempt == 3
+
+
+def test_halve_batch_from_past_the_item_count_jumps_below_it():
+    state = AttemptState("s", params={"batch_size": 1_000_000}, device="cpu", items=24_576)
+    decisions = run_failures(default_policy("cpu"), state, ["oom", "oom"], devices=("cpu",))
+    assert [d.changes for d in decisions] == [{"batch_size": [1_000_000, 16_384]},
+                                              {"batch_size": [16_384, 8_192]}]
+
+
+@given(batch=st.integers(1, 10**7), items=st.integers(1, 10**6))
+def test_every_halving_shrinks_the_effective_batch(batch, items):
+    """An OOM retried with the same effective batch (min of batch and items) is wasted."""
+    state = AttemptState("s", params={"batch_size": batch}, device="cpu", items=items)
+    decision = run_failures(default_policy("cpu"), state, ["oom"], devices=("cpu",))[0]
+    if min(batch, items) > 1:
+        assert min(state.params["batch_size"], items) < min(batch, items)
+        assert state.params["batch_size"] >= 1
+    else:
+        assert decision.action == "retry"       # nothing left to halve: past the chain

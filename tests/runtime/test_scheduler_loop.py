@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from maml.runtime.backend import Alive, Failed, Handle, Lost, Started, Succeeded
+from maml.runtime.backend import Alive, Failed, Handle, Lost, Progress, Started, Succeeded
 from maml.runtime.checkpoint import RunStore
 from maml.runtime.classify import synthetic_error
 from maml.runtime.clock import FakeClock
@@ -34,6 +34,7 @@ class ScriptedBackend:
         self.calls: Counter[str] = Counter()
         self.cancelled: list[str] = []
         self.on_poll: Any = None
+        self.totals: dict[str, int] = {}      # step -> item count its kind reports
         self.started: set[int] = set()
         self._ids = 0
 
@@ -65,6 +66,8 @@ class ScriptedBackend:
                 continue
             del self.in_flight[hid]
             events += [Started(handle, pid=1000 + hid), Alive(handle)]
+            if handle.step_id in self.totals:
+                events.append(Progress(handle, 0, self.totals[handle.step_id], "items"))
             if outcome == "ok":
                 events.append(Succeeded(handle, {"step": handle.step_id,
                                                  "params": request.step.params}, 0.0))
@@ -235,3 +238,12 @@ def test_steps_are_announced_finished_only_after_the_turns_flush(runner):
     assert finished == ["s0", "s1", "s2"]
     # each flush happened before the steps it made durable were announced
     assert flushed[:3] == [0, 1, 2]
+
+
+def test_halve_batch_uses_the_item_count_the_kind_reported(runner):
+    front = {"policy": {"backoff": {"initial": 0}},
+             "pipeline": [{"id": "s", "block": "s", "params": {"batch_size": 100_000}}]}
+    scheduler, backend, _, _ = _scheduler(runner, front, {"s": ["oom", "oom"]})
+    backend.totals["s"] = 100
+    assert scheduler.run().status == "succeeded"
+    assert [p["batch_size"] for _, _, p, _ in backend.submitted] == [100_000, 64, 32]
