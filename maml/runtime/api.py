@@ -22,7 +22,7 @@ from maml.errors import DocumentError, InvalidInput, UsageError
 from maml.runtime.checkpoint import RunStore, latest_run
 from maml.runtime.events import Broadcaster
 from maml.runtime.inject import FaultPlan, build_fault_plan
-from maml.runtime.plan import Plan, build_plan
+from maml.runtime.plan import Plan, build_plan, check_input
 from maml.runtime.policies import effective_policy
 from maml.runtime.clock import Clock
 from maml.runtime.devices.book import DeviceBook
@@ -45,6 +45,8 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
     own_backend = backend is None
     if own_backend:
         backend = _backend(doc, workers, executor, address)
+        if inventory is None:          # a Ray cluster's devices replace this machine's
+            inventory = getattr(backend, "inventory", None)
     own_monitor = monitor is None
     try:
         plan, inventory, checked = _prepare(doc, params, inventory, principal, input, inject)
@@ -89,13 +91,14 @@ def _prepare(doc: Document, params: Mapping[str, Any] | None, inventory: Any,
 
 def _backend(doc: Document, workers: int | None, executor: str | None,
              address: str | None) -> Any:
-    """The backend a run owns: Ray when chosen (maml.runtime.executors.select), else the
-    local worker pool, whose first worker starts now."""
-    from maml.runtime.executors.select import choose_executor, make_backend
+    """The backend a run owns: a RayBackend (connected now) when the run goes to Ray
+    (maml.runtime.executors.select), else the local worker pool, whose first worker
+    starts now."""
+    from maml.runtime.executors.select import cluster_backend
 
-    choice = choose_executor(executor, address, doc.meta.get("executor"))
-    if choice.kind == "ray":
-        return make_backend(choice)
+    cluster = cluster_backend(doc.meta.get("executor"), executor, address, workers)
+    if cluster is not None:
+        return cluster
     from maml.runtime.executors.local import LocalBackend
 
     return LocalBackend({"cpu": workers or default_workers()})
@@ -127,8 +130,8 @@ def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
     """An unstarted NVML health monitor for the run's GPUs (the executor starts and stops
     it), or None where there is no GPU or no NVML. Its `hang` rule asks the scheduler how
     long the step on a device has been silent."""
-    if inventory is None or not inventory.gpus():
-        return None
+    if inventory is None or not inventory.gpus() or inventory.source == "ray":
+        return None            # a Ray cluster's GPUs are not this machine's to sample
     from maml.runtime.devices.health import HealthMonitor, load_thresholds
     from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
 
@@ -185,9 +188,7 @@ def _load_input(doc: Document, source: Any) -> Any:
         data = _read_input_file(Path(source))
     else:
         data = source
-    if doc.input_schema and source is not None:
-        _validate_against(doc.input_schema, data, "the --input", doc.path,
-                          doc.input_schema_span.line if doc.input_schema_span else None)
+    check_input(doc, data, given=source is not None)   # a required input, before any step
     return data
 
 
@@ -210,10 +211,9 @@ def _read_input_file(path: Path) -> Any:
 
 def _validate_against(schema: dict[str, Any], data: Any, what: str, path: str | None,
                       line: int | None) -> None:
-    import jsonschema
+    from maml.schemas import instance_errors   # shipped schemas + this one: never a fetch
 
-    validator_cls = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
-    errors = sorted(validator_cls(schema).iter_errors(data), key=lambda e: list(e.path))
+    errors = instance_errors(schema, data)
     if errors:
         first = errors[0]
         where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in first.path)

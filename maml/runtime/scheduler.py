@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Log, Lost,
+from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Handle, Log, Lost,
                                   Progress, Started, Succeeded)
 from maml.runtime.checkpoint import RunStore, cache_key, sha256_of
 from maml.runtime.classify import synthetic_error
@@ -183,6 +183,10 @@ class Scheduler:
             step.alive(now, started=isinstance(event, Started))
             if isinstance(event, Started):
                 step.pid = event.pid
+                if event.node or event.device is not None:    # Ray: node, IP, GPU UUID
+                    self.events.emit("on_attempt_placed", run_id=self.run_id, step=step.info,
+                                     attempt=step.state.attempt, device=event.device,
+                                     node=dict(event.node))
         if isinstance(event, Progress):
             if isinstance(event.total, int) and event.total > 0:
                 step.state.items = event.total        # what halve_batch needs to know
@@ -201,8 +205,9 @@ class Scheduler:
             handle = self._detach(step)
             self._failed(step, event.error, handle)
         elif isinstance(event, Lost):
-            self._detach(step)
-            error = self._synthetic(step, "worker_lost", event.message, dict(event.facts))
+            handle = self._detach(step)
+            error = self._synthetic(step, "worker_lost", event.message, dict(event.facts),
+                                    handle)
             self._failed(step, error, None)
 
     def _watchdog(self) -> None:
@@ -215,7 +220,8 @@ class Scheduler:
             handle = self._detach(step)
             self.backend.cancel(handle, message)
             context = {"pid": step.pid} if step.pid is not None else {}
-            self._failed(step, self._synthetic(step, error_class, message, context), None)
+            self._failed(step, self._synthetic(step, error_class, message, context, handle),
+                         None)
 
     def _flush(self) -> None:
         """One group commit per turn; steps are announced finished only once durable."""
@@ -337,9 +343,10 @@ class Scheduler:
         return handle
 
     def _synthetic(self, step: StepRun, error_class: str, message: str,
-                   context: dict[str, Any]) -> ErrorInfo:
+                   context: dict[str, Any], handle: Handle | None) -> ErrorInfo:
+        """An error the scheduler saw itself (lost worker, timeout, hang); `handle` is the
+        attempt's, taken before it was detached."""
         fault = self.faults.for_attempt(step.planned.id, step.state.attempt)
-        handle = step.handle
         return synthetic_error(error_class, message, injected=fault == error_class,
                                worker_id=handle.worker_id if handle else None,
                                device=self.devices.ref(step.state.device),
