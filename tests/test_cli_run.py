@@ -291,13 +291,15 @@ pipeline:
 ## Code_Blocks
 
 ```python {id=quick}
-raise ValueError("quick")
+def run(inputs, params, ctx):
+    raise ValueError("quick")
 ```
 
 ```python {id=slow}
 import time
-time.sleep(0.5)
-raise ValueError("slow")
+def run(inputs, params, ctx):
+    time.sleep(0.5)
+    raise ValueError("slow")
 ```
 
 ```python {id=ok}
