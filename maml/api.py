@@ -111,12 +111,18 @@ class Session:
     `maml.run` without a session starts workers for that run and stops them after it.
     """
 
-    def __init__(self, *, workers: int | None = None) -> None:
+    def __init__(self, *, workers: int | None = None, backend: Any = None) -> None:
+        """`workers`: CPU worker processes (default min(4, CPUs)), all started now.
+        `backend`: run on this executor backend instead (e.g. a RayBackend you made);
+        `close()` closes it."""
         from maml.runtime.api import default_workers
-        from maml.runtime.executors.local import LocalBackend
 
         self.workers = workers or default_workers()
-        self.backend = LocalBackend({"cpu": self.workers}, prestart=self.workers - 1)
+        if backend is None:
+            from maml.runtime.executors.local import LocalBackend
+
+            backend = LocalBackend({"cpu": self.workers}, prestart=self.workers - 1)
+        self.backend = backend
         self.closed = False
 
     def run(self, doc: Document | PathLike, **options: Any) -> RunResult:

@@ -45,8 +45,8 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
     own_backend = backend is None
     if own_backend:
         backend = _backend(doc, workers, executor, address)
-        if inventory is None:          # a Ray cluster's devices replace this machine's
-            inventory = getattr(backend, "inventory", None)
+    if inventory is None:              # a Ray cluster's devices replace this machine's
+        inventory = getattr(backend, "inventory", None)
     own_monitor = monitor is None
     try:
         plan, inventory, checked = _prepare(doc, params, inventory, principal, input, inject)
