@@ -113,17 +113,22 @@ def command(file: str | None, as_json: bool, inject: tuple[str, ...], resume: st
                               resume=resume_value, input=input_file, workers=workers,
                               principal=principal, state_dir=state_dir, executor=executor,
                               address=address, stop=stop)
-    _report(result, path, as_json, quiet)
+    _report(result, path, as_json, quiet, debug)
     if result.status == "interrupted":
         sys.exit(128 + (received[0] if received else signal.SIGINT))
     if result.status != "succeeded":
         sys.exit(1)
 
 
-def _report(result: Any, path: str, as_json: bool, quiet: bool) -> None:
-    """Problems (at most 20 lines), then the verdict on stderr; the result on stdout."""
+def _report(result: Any, path: str, as_json: bool, quiet: bool, debug: bool) -> None:
+    """Problems (at most 20 lines; --debug adds each failed step's traceback), then the
+    verdict on stderr; the result on stdout."""
     for problem in result.problems[:MAX_PROBLEMS]:
         click.echo(f"maml: {problem}", err=True)
+    for sid, step in result.steps.items() if debug else ():
+        if step.error is not None and step.error.traceback:   # --debug: the whole story
+            click.echo(f"maml: step {sid!r}, attempt {step.attempts}:\n"
+                       f"{step.error.traceback.rstrip()}", err=True)
     if len(result.problems) > MAX_PROBLEMS:
         click.echo(f"maml: ... and {len(result.problems) - MAX_PROBLEMS} more "
                    "(maml run --json lists every step)", err=True)
