@@ -86,8 +86,8 @@ def cluster_backend(declared: Any, flag: str | None, address: str | None,
 def workers_per_gpu(declared: Any, backend: Any = None) -> int:
     """Attempts one GPU runs at once: the backend's (Ray), else the front matter's
     `executor: {workers_per_gpu: N}`, else 1."""
-    if backend is not None:
-        return int(getattr(backend, "workers_per_gpu", 1))
+    if getattr(backend, "workers_per_gpu", None) is not None:
+        return int(backend.workers_per_gpu)
     value = _spec(declared).get("workers_per_gpu", 1)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"executor: workers_per_gpu must be a whole number >= 1, not {value!r}")
