@@ -11,6 +11,7 @@ from __future__ import annotations
 
 NODE_TYPES: tuple[str, ...] = (
     "run", "step", "attempt", "error", "recovery", "outcome", "device", "checkpoint", "health",
+    "artifact", "input",
 )
 
 #: label -> True where the edge points from the linked (earlier) node to the new node
@@ -25,6 +26,9 @@ EDGE_FROM_LINKED: dict[str, bool] = {
     "checkpointed": True,   # attempt -> checkpoint
     "state_changed": True,  # device -> health
     "ran_on": False,        # attempt -> device
+    "produced": True,       # attempt (or cached step) -> artifact
+    "consumed": True,       # artifact -> input (one use of it)
+    "input_of": False,      # input -> the attempt that read it
 }
 
 

@@ -23,6 +23,7 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Any
 
+from maml.runtime.artifacts import refs_in
 from maml.runtime.checkpoint import RunStore, cache_key, sha256_of
 from maml.runtime.classify import synthetic_error
 from maml.runtime.events import Broadcaster, ErrorInfo
@@ -63,6 +64,7 @@ class Executor:
         self.errors = self.recoveries = 0
         self.stopping: str | None = None       # why the run stops starting work
         self.problems: list[str] = []
+        self.undurable: dict[str, StepRun] = {}   # succeeded, its commit not on disk yet
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -73,20 +75,34 @@ class Executor:
                          resumed=self.resume)
         if self.monitor is not None:
             self.monitor.start()
+        self.store.start_writer()
         try:
             while any(s.unfinished for s in self.steps.values()):
                 self._start_ready_steps()
                 self._wait_and_handle()
                 self._watchdog()
+                self._announce(self.store.take_durable())
         finally:
             self.pool.shutdown()
             if self.monitor is not None:
                 self.monitor.stop()
+            durable = self.store.flush()
+            self.store.close()
+        self._announce(durable)
         result = self._result(self.clock() - started)
         self.events.emit("on_run_finished", run_id=self.run_id, status=result.status,
                          errors=self.errors, recoveries=self.recoveries,
                          duration=result.duration)
         return result
+
+    def _announce(self, step_ids: list[str]) -> None:
+        """A step counts as committed in the record only once its commit is on disk."""
+        for sid in step_ids:
+            step = self.undurable.pop(sid, None)
+            if step is not None:
+                self.events.emit("on_step_finished", run_id=self.run_id, step=step.info,
+                                 status=step.status, attempts=step.state.attempt,
+                                 output_digest=step.digest)
 
     def progress_age(self, device_id: str) -> float | None:
         """Seconds since the step running on `device_id` last sent a heartbeat, or None
@@ -148,8 +164,12 @@ class Executor:
             step.state.params = dict(record.get("params") or planned.params)
             step.state.device = record.get("device") or "cpu"
             step.ran = True
+            self._emit_artifacts(step, list(refs_in(step.output)), [])
             self._end(step, "cached", None)
             return True
+        if planned.id in self.store.stale:
+            self.events.emit("on_step_log", run_id=self.run_id, step=step.info, attempt=0,
+                             message=f"not reused: {self.store.stale[planned.id]}")
         step.state.device = self.devices.place(planned, self.breaker)
         step.status = "waiting"
         return False
@@ -228,7 +248,8 @@ class Executor:
             self.events.emit("on_checkpoint", run_id=self.run_id, step=step.info,
                              attempt=step.state.attempt, digest=message[1], size=message[2])
         elif kind == "result":
-            self._succeeded(step, worker, json.loads(message[1]))
+            self._succeeded(step, worker, json.loads(message[1]),
+                            message[3] if len(message) > 3 else [])
         elif kind == "error":
             self.pool.release(worker)
             step.detach()
@@ -270,19 +291,29 @@ class Executor:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _succeeded(self, step: StepRun, worker: WorkerProcess, output: Any) -> None:
+    def _succeeded(self, step: StepRun, worker: WorkerProcess, output: Any,
+                   refs: list[dict[str, Any]]) -> None:
         self.pool.release(worker)
         duration = self.clock() - step.attempt_clock
         step.detach()
         state = step.state
         step.output = output
         step.digest = self.store.commit_step(step.planned.id, step.key or "", output,
-                                             state.attempt, state.params, state.device)
+                                             state.attempt, state.params, state.device, refs)
         self.breaker.record_success(state.device)
         self.events.emit("on_attempt_succeeded", run_id=self.run_id, step=step.info,
                          attempt=state.attempt, device=self.devices.ref(state.device),
                          duration=duration)
+        self._emit_artifacts(step, refs, [r for v in step.inputs.values() for r in refs_in(v)])
+        self.undurable[step.planned.id] = step
         self._end(step, "succeeded", None)
+
+    def _emit_artifacts(self, step: StepRun, produced: list[dict[str, Any]],
+                        consumed: list[dict[str, Any]]) -> None:
+        """Provenance for the record: the arrays this step wrote and read (none: no event)."""
+        if produced or consumed:
+            self.events.emit("on_artifacts", run_id=self.run_id, step=step.info,
+                             attempt=step.state.attempt, produced=produced, consumed=consumed)
 
     def _failed(self, step: StepRun, error: ErrorInfo, worker: WorkerProcess | None) -> None:
         state, policy = step.state, step.planned.policy
@@ -334,6 +365,8 @@ class Executor:
     def _end(self, step: StepRun, status: str, reason: str | None,
              error: ErrorInfo | None = None) -> None:
         step.status, step.reason = status, reason
+        if status == "succeeded":
+            return          # announced by _announce once its commit is on disk
         if status == "skipped":
             self.events.emit("on_step_skipped", run_id=self.run_id, step=step.info,
                              reason=reason or "")

@@ -10,7 +10,9 @@ on its one duplex pipe (tuples, first item the message type):
                          ("hb",)                           heartbeat (thread and ctx.heartbeat)
                          ("log", text) | ("progress", done, total, unit)
                          ("checkpoint", digest, size)
-                         ("result", json_text, seconds)    the output, already JSON
+                         ("result", json_text, seconds, refs)  the output as JSON whose
+                                                           arrays are `$artifact` references
+                                                           (maml.runtime.artifacts)
                          ("error", ErrorInfo, seconds)     classified here, in the worker
                          ("released",)
 
@@ -23,7 +25,6 @@ later attempt here fails the same way until the executor replaces the process.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from maml.runtime.artifacts import OutputError, as_tensor, decode_inputs, encode_output
 from maml.runtime.checkpoint import load_step_state, save_step_state
 from maml.runtime.classify import describe
 from maml.runtime.events import DeviceRef
@@ -101,6 +103,10 @@ class WorkerContext:
     def restore(self) -> Any | None:
         return load_step_state(self.state_path) if self.state_path else None
 
+    def as_tensor(self, array: Any) -> Any:
+        """A torch tensor of an input array, on this attempt's device (artifacts.as_tensor)."""
+        return as_tensor(array, self.device)
+
 
 class Worker:
     def __init__(self, conn: Any, worker_id: str) -> None:
@@ -146,14 +152,15 @@ class Worker:
         started = time.perf_counter()
         try:
             self._suffer_faults(request, ctx)
+            request.step.inputs = decode_inputs(request.step.inputs, request.run_dir)
             output = self._kind(request.step.kind).run(ctx, request.step)
-            text = _to_json(output, request.step.id)
+            text, refs = encode_output(output, request.run_dir, request.step.id)
         except BaseException as exc:  # noqa: BLE001 - everything the step does is reported
             if request.fault == "cuda_error":
                 self.poisoned_by_injection = True
             self._send_error(exc, request, time.perf_counter() - started)
         else:
-            self.channel.send(("result", text, time.perf_counter() - started))
+            self.channel.send(("result", text, time.perf_counter() - started, refs))
         finally:
             beating.clear()
 
@@ -169,7 +176,7 @@ class Worker:
         injected = bool(request.fault) or self.poisoned_by_injection is True
         info = describe(exc, injected=injected, worker_id=self.worker_id,
                         device=request.device, context={"pid": os.getpid()})
-        if isinstance(exc, OutputNotSerialisable):
+        if isinstance(exc, OutputError):
             info = dataclasses.replace(info, error_class="user_error")
         self.channel.send(("error", info, seconds))
 
@@ -185,20 +192,6 @@ class Worker:
             except (OSError, ValueError):
                 return
             time.sleep(interval)
-
-
-class OutputNotSerialisable(TypeError):
-    """The step returned something JSON cannot carry (classified user_error)."""
-
-
-def _to_json(output: Any, step_id: str) -> str:
-    try:
-        return json.dumps(output, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise OutputNotSerialisable(
-            f"step {step_id!r} returned a value that is not JSON-serialisable "
-            f"({type(output).__name__}): {exc}; return dicts, lists, strings, numbers, "
-            "booleans or None") from None
 
 
 def worker_main(conn: Any, worker_id: str, preload: tuple[str, ...] = ()) -> None:

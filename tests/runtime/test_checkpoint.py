@@ -37,12 +37,13 @@ def test_a_committed_step_reads_back_and_leaves_no_temp_files(tmp_path):
 def test_a_tampered_or_torn_record_counts_as_not_committed(tmp_path):
     store = RunStore.create(tmp_path, None, "abc")
     store.commit_step("s", "k", [1, 2], 1, {}, "cpu")
-    record = json.loads(store.step_path("s").read_text())
-    record["output"] = [1, 3]
-    store.step_path("s").write_text(json.dumps(record))
-    assert store.committed("s") is None
-    store.step_path("s").write_text('{"step": "s", "out')
-    assert store.committed("s") is None and read_json(store.step_path("s")) is None
+    good = store.log_path.read_bytes()
+    entry = json.loads(good)
+    entry["record"]["output"] = [1, 3]
+    store.log_path.write_text(json.dumps(entry) + "\n")
+    assert RunStore(tmp_path, store.run_id).committed("s") is None
+    store.log_path.write_bytes(good + b'{"record": {"step": "s", "out')   # torn last line
+    assert RunStore(tmp_path, store.run_id).committed("s")["output"] == [1, 2]
 
 
 def test_cache_key_changes_with_each_of_its_parts():

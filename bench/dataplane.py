@@ -1,0 +1,147 @@
+"""The data plane: a float32 array from one step to the next, maml against its floors.
+
+    .venv/bin/python bench/dataplane.py [--sizes 20,200,2000] [--repeat 3] [--json-path]
+
+A producer returns a float32 array of SIZE MB, a consumer sums it. Side by side, medians:
+  * in-process: the two functions in one process, the array passed directly;
+  * floor: the producer's array written by hand with numpy.save, read back with
+    numpy.load(mmap_mode="r") and summed (the least any engine that keeps outputs on disk
+    can do), and the same with an fsync of the file (what a durable commit costs);
+  * maml: `maml.run()` of the two-step document (graph off), wall time; and the same minus
+    maml's fixed cost, measured with a 4-byte array in the same script (worker start,
+    planning, commits): the part the data plane is responsible for;
+  * --json-path: the producer returns `array.tolist()` (what a step had to do before the
+    data plane) - run it against the old tree with PYTHONPATH for the before figures; its
+    sizes are capped at 20 MB (200 MB of floats as JSON is minutes and ~10 GB of memory).
+Prints a markdown table; ratio = maml / floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DOC = """---
+maml_version: "1.0"
+pipeline:
+  - {{id: make, block: make, params: {{n: {n}}}}}
+  - {{id: use, block: use, needs: [make]}}
+---
+# Data plane
+
+## Code_Blocks
+
+```python {{id=make}}
+import numpy as np
+def run(inputs, params, ctx):
+    return np.full(params["n"], 0.5, dtype=np.float32){tolist}
+```
+
+```python {{id=use}}
+import numpy as np
+def run(inputs, params, ctx):
+    return float(np.sum(inputs["make"], dtype=np.float64))
+```
+"""
+
+
+def produce(n: int) -> np.ndarray:
+    return np.full(n, 0.5, dtype=np.float32)
+
+
+def consume(array: Any) -> float:
+    return float(np.sum(array, dtype=np.float64))
+
+
+def in_process(n: int, work: Path) -> float:
+    return consume(produce(n))
+
+
+def floor(n: int, work: Path, sync: bool = False) -> float:
+    path = work / "floor.npy"
+    np.save(path, produce(n))
+    if sync:
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    total = consume(np.load(path, mmap_mode="r"))
+    path.unlink()
+    return total
+
+
+def via_maml(n: int, work: Path, as_json: bool = False) -> float:
+    import maml
+
+    doc = work / f"dp-{n}-{as_json}.maml.md"
+    doc.write_text(DOC.format(n=n, tolist=".tolist()" if as_json else ""))
+    state = tempfile.mkdtemp(dir=work)
+    result = maml.run(str(doc), graph=False, state_dir=state, workers=2)
+    if result.status != "succeeded":
+        raise SystemExit(f"maml run failed: {result.problems}")
+    _rmtree(Path(state))
+    return float(result.output)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    for child in path.rglob("*"):
+        if child.is_file():
+            os.chmod(child, 0o644)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def median_time(repeat: int, fn: Callable[[], float], expected: float) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        got = fn()
+        times.append(time.perf_counter() - started)
+        if abs(got - expected) > 1e-6 * max(1.0, expected):
+            raise SystemExit(f"wrong sum {got} != {expected}")
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="20,200", help="MB, comma-separated (2000 = 2 GB)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json-path", action="store_true",
+                        help="producer returns array.tolist() (the before figures)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="maml-dataplane-"))
+    n_fixed = 1
+    fixed = median_time(args.repeat, lambda: via_maml(n_fixed, work, args.json_path), 0.5)
+    print(f"maml fixed cost (4-byte array, 2 steps): {fixed:.3f} s\n")
+    print("| size | in-process | floor | floor+fsync | maml | maml - fixed | "
+          "maml/floor | (maml-fixed)/floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for mb in (int(x) for x in args.sizes.split(",")):
+        if args.json_path and mb > 20:
+            print(f"| {mb} MB | skipped: JSON path capped at 20 MB |")
+            continue
+        n = mb * 1024 * 1024 // 4
+        expected = 0.5 * n
+        direct = median_time(args.repeat, lambda: in_process(n, work), expected)
+        bare = median_time(args.repeat, lambda: floor(n, work), expected)
+        synced = median_time(args.repeat, lambda: floor(n, work, True), expected)
+        engine = median_time(args.repeat, lambda: via_maml(n, work, args.json_path), expected)
+        print(f"| {mb} MB | {direct:.3f} | {bare:.3f} | {synced:.3f} | {engine:.3f} | "
+              f"{engine - fixed:.3f} | {engine / bare:.2f} | {(engine - fixed) / bare:.2f} |",
+              flush=True)
+    _rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
