@@ -128,6 +128,7 @@ def run_document(text: str, work: Path, graph: Path | None) -> tuple[Any, Events
 EMBED_DOC = """---
 maml_version: "1.0"
 id: gpu-check-llm-oom
+permissions: {{execute: true}}
 policy:
   retries: 8
   backoff: {{initial: 0s, max: 0s}}

@@ -77,8 +77,8 @@ def maml_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 def nvml_inventory():
-    from maml.runtime.devices import discover
-    from maml.runtime.nvml import NVMLUnavailable, open_nvml
+    from maml.runtime.devices.discovery import discover
+    from maml.runtime.devices.nvml import NVMLUnavailable, open_nvml
 
     try:
         provider = open_nvml()
@@ -106,7 +106,7 @@ def cli_devices():
 
 @check("NVML and torch agree on cuda:N")
 def nvml_vs_torch():
-    from maml.runtime.devices import torch_devices
+    from maml.runtime.devices.discovery import torch_devices
 
     provider, inventory = nvml_inventory()
     provider.close()
@@ -139,7 +139,7 @@ def visibility():
 
 @check("one monitor sample; cost vs nvidia-smi")
 def monitor_sample():
-    from maml.runtime.health import HealthMonitor
+    from maml.runtime.devices.health import HealthMonitor
 
     provider, inventory = nvml_inventory()
     try:
@@ -183,8 +183,8 @@ def _nvidia_smi_ms() -> float | None:
 
 @check("placement on the real device")
 def placement():
-    from maml.runtime.health import HealthMonitor
-    from maml.runtime.placement import choose_device, worker_env
+    from maml.runtime.devices.health import HealthMonitor
+    from maml.runtime.devices.placement import choose_device, worker_env
 
     provider, inventory = nvml_inventory()
     try:
@@ -267,7 +267,7 @@ def run_with_monitor():
     import maml
     import maml.api
     from maml.runtime.events import Broadcaster
-    from maml.runtime.health import HealthMonitor, Thresholds
+    from maml.runtime.devices.health import HealthMonitor, Thresholds
 
     provider, inventory = nvml_inventory()
     work = Path(tempfile.mkdtemp(prefix="maml-gpu-devices-"))

@@ -98,7 +98,7 @@ def maml_document(steps: list[dict[str, Any]], block: str, policy: dict[str, Any
     import yaml
 
     front = {"maml_version": "1.0", "id": "bench-overhead", "type": "pipeline",
-             "policy": policy, "pipeline": steps}
+             "permissions": {"execute": True}, "policy": policy, "pipeline": steps}
     return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n## Intent\n\n"
             f"Overhead benchmark.\n\n## Code_Blocks\n\n```python {{id=step}}\n{block}```\n")
 

@@ -23,8 +23,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "Run a document's pipeline under its fault-tolerance policy."),
     "runs": ("runs", "List, show and clean the runs kept under the state dir."),
     "graph": ("graph", "Query, verify, export and report the signed error graph."),
-    "keys": ("keys", "Manage the Ed25519 key that signs the error graph."),
+    "keys": ("keys", "Your signing key and the keys you trust: init, rotate, trust, revoke."),
+    "sign": ("sign", "Sign a document: a detached DSSE signature DOC.sig."),
+    "verify": ("verify", "Check a document's signature against the keys you trust."),
     "devices": ("devices", "List CPUs and GPUs with their health."),
+    "serve": ("serve", "Serve the HTTP API, the live dashboard and MCP tools over one run queue."),
+    "submit": ("submit", "Submit a document to a running `maml serve` (optionally --wait)."),
+    "mcp": ("mcp", "Serve maml's MCP tools over stdio (for agents)."),
 }
 
 

@@ -12,6 +12,13 @@ Validators are built once per schema and cached: building one costs ~4 ms, reusi
     schema_names()            ["common", "faults", "front-matter", "kinds/llm", ...]
     load_schema("llm")        the dict of schemas/kinds/llm.json ("kinds/llm", "llm.json" too)
     validator("pipeline")     a cached Draft202012Validator that resolves $refs
+    params_validator(cls)     the validator of a kind's params schema (file or inline)
+    user_validator(schema)    a validator for a document's Input/Output_Schema
+    foreign_refs(schema)      the `$ref`s of a schema that point outside what maml holds
+
+Nothing here fetches a URL: the one registry holds the shipped schemas (and, for a
+document's own schema, that schema); any other `$ref` is a located validate error
+(MAML-S204) and, at run time, a refusal naming it, never a download or a hang.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ def registry() -> Registry:
 
     resources_ = [(_load(n)["$id"], Resource.from_contents(_load(n), DRAFT202012))
                   for n in schema_names()]
+    # Registry() has no `retrieve`: a URI it does not hold raises NoSuchResource
     return Registry().with_resources(resources_)
 
 
@@ -130,3 +138,76 @@ def _resolve_ref(uri: str) -> Any:
     for part in filter(None, fragment.split("/")):
         node = node[part.replace("~1", "/").replace("~0", "~")]
     return node
+
+
+def params_validator(kind_cls: Any) -> Validator:
+    """The validator of a kind's params schema: its shipped file, or its inline dict."""
+    schema = kind_cls.params_schema
+    if isinstance(schema, str):
+        return validator(f"kinds/{schema.removesuffix('.json')}")
+    return _inline_validator(json.dumps(schema, sort_keys=True))
+
+
+@lru_cache(maxsize=64)
+def _inline_validator(text: str) -> Validator:
+    return user_validator(json.loads(text))
+
+
+DOCUMENT_URI = "urn:maml:document"
+
+
+def user_validator(schema: dict[str, Any]) -> Validator:
+    """A validator for a schema maml does not ship (a document's Input/Output_Schema, a
+    plugin's params), of its declared dialect, whose `$ref`s resolve only to the shipped
+    schemas and itself. Call `foreign_refs` first: a ref to anything else fails in
+    iter_errors with a referencing error."""
+    from jsonschema import Draft202012Validator, validators
+
+    cls = validators.validator_for(schema, default=Draft202012Validator)
+    return cls(schema, registry=_user_registry(schema))
+
+
+def _user_registry(schema: dict[str, Any]) -> Registry:
+    from referencing import Resource
+    from referencing.jsonschema import DRAFT202012
+
+    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+    return registry().with_resource(_base(schema), resource)
+
+
+def _base(schema: Any) -> str:
+    schema_id = schema.get("$id") if isinstance(schema, dict) else None
+    return schema_id if isinstance(schema_id, str) and schema_id else DOCUMENT_URI
+
+
+def foreign_refs(schema: dict[str, Any]) -> list[str]:
+    """Every `$ref`/`$dynamicRef` in `schema` that resolves neither into a shipped schema
+    nor into `schema` itself (in order of appearance)."""
+    from referencing.exceptions import Unresolvable
+
+    user_registry = _user_registry(schema)
+    bad = []
+    for ref, base in _refs(schema, _base(schema)):
+        try:
+            user_registry.resolver(base_uri=base).lookup(ref)
+        except (Unresolvable, ValueError, TypeError, LookupError):
+            bad.append(ref)
+    return bad
+
+
+def _refs(node: Any, base: str, depth: int = 0):
+    """(ref, base URI) of every reference below `node`, iteratively deep enough."""
+    if depth > 200:
+        return
+    if isinstance(node, list):
+        for item in node:
+            yield from _refs(item, base, depth + 1)
+    elif isinstance(node, dict):
+        if isinstance(node.get("$id"), str) and depth:
+            base = urljoin(base, node["$id"])
+        for key in ("$ref", "$dynamicRef"):
+            if isinstance(node.get(key), str):
+                yield node[key], base
+        for key, value in node.items():
+            if key not in ("const", "enum", "examples", "default"):
+                yield from _refs(value, base, depth + 1)

@@ -14,6 +14,7 @@ DOCUMENTS = Path(__file__).resolve().parents[1] / "documents"
 
 FAILING = """---
 maml_version: "1.0"
+permissions: {execute: true}
 policy: {retries: 1, backoff: {initial: 0.01s}}
 pipeline:
   - id: a
@@ -120,12 +121,13 @@ def test_a_missing_file_exits_2(tmp_path):
 
 def test_refused_permissions_exit_3(tmp_path):
     path = tmp_path / "refused.maml.md"
-    path.write_text(FAILING.replace('maml_version: "1.0"\n',
-                                    'maml_version: "1.0"\npermissions: {execute: [alice]}\n'))
-    done = maml_run("run", str(path), "--as", "mallory", "--no-graph", cwd=tmp_path)
+    path.write_text(FAILING.replace("{execute: true}", "{execute: [alice-not-you]}"))
+    done = maml_run("run", str(path), "--no-graph", cwd=tmp_path)
     assert done.returncode == 3
-    assert "refused.maml.md:3" in done.stderr and "alice" in done.stderr
-    assert maml_run("run", str(path), "--as", "alice", "--no-graph", cwd=tmp_path).returncode == 0
+    assert "refused.maml.md:" in done.stderr and "alice-not-you" in done.stderr
+    # --as cannot pick another principal (tests/document/test_permissions.py has the rest)
+    assert maml_run("run", str(path), "--as", "alice-not-you", "--no-graph",
+                    cwd=tmp_path).returncode == 2
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -140,7 +142,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_resume_and_input(tmp_path):
     doc = tmp_path / "skill.maml.md"
-    doc.write_text("---\nmaml_version: '1.0'\n---\n# Skill\n\n## Code_Blocks\n\n```python\n"
+    doc.write_text("---\nmaml_version: '1.0'\npermissions: [execute]\n---\n# Skill\n\n## Code_Blocks\n\n```python\n"
                    "def execute_skill(data):\n    return data['n'] * 2\n```\n\n"
                    "## Input_Schema\n```json\n{\"type\": \"object\", \"required\": [\"n\"]}\n```\n")
     (tmp_path / "in.yaml").write_text("n: 21\n")

@@ -1,30 +1,57 @@
-"""`maml validate` and `maml schema` through the real entry point: output, JSON, exit codes."""
+"""`maml validate` and `maml schema` through the CLI's entry point `maml.cli.main(argv)`,
+in-process (the same error handling and exit codes as the console script); two subprocess
+smoke tests keep what only a real process shows (no traceback, nothing heavy imported)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from maml.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 DIALECTS = ROOT / "documents" / "dialects"
 
 
-def maml(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=cwd, capture_output=True,
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def maml(capsys):
+    def invoke(*args: str) -> Result:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+    return invoke
+
+
+def subprocess_maml(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 
-def test_clean_documents_exit_zero_with_a_summary():
+def test_clean_documents_exit_zero_with_a_summary(maml):
     result = maml("validate", *sorted(map(str, DIALECTS.glob("*.maml.md"))))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 documents, all valid" in result.stderr
     assert all(" info " in line for line in result.stdout.splitlines())
 
 
-def test_errors_are_located_and_exit_one():
+def test_errors_are_located_and_exit_one(maml):
     path = FIXTURES / "unclosed_python_fence.maml.md"
     result = maml("validate", str(path))
     assert result.returncode == 1
@@ -32,7 +59,7 @@ def test_errors_are_located_and_exit_one():
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_json_output_shape():
+def test_json_output_shape(maml):
     paths = [str(FIXTURES / "pipeline_errors.maml.md"), str(DIALECTS / "canonical.maml.md")]
     result = maml("validate", "--json", *paths)
     assert result.returncode == 1
@@ -47,14 +74,14 @@ def test_json_output_shape():
         next(d for d in bad["diagnostics"] if d["code"] == "MAML-V305").items()
 
 
-def test_strict_counts_warnings():
+def test_strict_counts_warnings(maml):
     path = str(FIXTURES / "float_version_timestamp.maml.md")
     assert maml("validate", path).returncode == 0
     assert maml("validate", "--strict", path).returncode == 1
 
 
-def test_usage_errors_exit_two_without_traceback():
-    result = maml("validate", "no/such/file.maml.md")
+def test_usage_errors_exit_two_without_traceback(maml):
+    result = subprocess_maml("validate", "no/such/file.maml.md")
     assert result.returncode == 2
     assert "no/such/file.maml.md: no such file" in result.stderr
     assert "Traceback" not in result.stderr
@@ -63,12 +90,12 @@ def test_usage_errors_exit_two_without_traceback():
 
 
 def test_every_fixture_runs_without_traceback():
-    result = maml("validate", "--json", *sorted(map(str, FIXTURES.glob("*.maml.md"))))
+    result = subprocess_maml("validate", "--json", *sorted(map(str, FIXTURES.glob("*.maml.md"))))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(json.loads(result.stdout)["documents"]) == len(list(FIXTURES.glob("*.maml.md")))
 
 
-def test_schema_command():
+def test_schema_command(maml):
     listing = maml("schema")
     assert listing.returncode == 0 and "kinds/llm" in listing.stdout.split()
     for name in ("policy", "kinds/llm", "llm"):

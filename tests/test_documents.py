@@ -64,7 +64,7 @@ def test_document_runs(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)           # steps that write files write them here
     from maml.document.permissions import execute_allowed
 
-    if not execute_allowed(doc.meta)[0]:
+    if not execute_allowed(doc.front_matter.get("permissions"))[0]:
         with pytest.raises(RefusedError):
             maml.run(doc, state_dir=str(tmp_path / ".maml"), graph=False)
         return

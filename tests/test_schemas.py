@@ -34,9 +34,18 @@ def test_validators_are_built_once():
 def test_refs_resolve_across_files():
     errors = list(schemas.validator("pipeline").iter_errors(
         [{"id": "s", "kind": "llm", "params": {"model": "m", "precision": "fp64"},
-          "policy": {"timeout": "forever"}}]))
-    paths = sorted(tuple(e.absolute_path) for e in errors)
-    assert paths == [(0, "params", "precision"), (0, "policy", "timeout")]
+          "policy": {"timeout": "forever", "backoff": "0.5s"}}]))
+    # params are the kind's business (maml.kinds), not the pipeline schema's
+    assert sorted(tuple(e.absolute_path) for e in errors) == [(0, "policy", "timeout")]
+
+
+def test_kind_params_are_checked_through_the_registry():
+    from maml.kinds import get_kind
+
+    llm = schemas.params_validator(get_kind("llm"))
+    assert [tuple(e.absolute_path) for e in llm.iter_errors({"model": "m", "precision": "fp64"})] \
+        == [("precision",)]
+    assert schemas.params_validator(get_kind("python")) is schemas.validator("kinds/python")
 
 
 def test_schema_vocabulary_matches_the_engine():

@@ -4,8 +4,8 @@ One-shot, it prints a table like gpustat's (id, name, memory used/total, utilisa
 temperature, power, health state and why) and one line saying where the list came from
 ("NVML not found (...); CPU only"). `--json` prints one object instead:
 `{"source", "note", "driver", "devices": [{...DeviceInfo fields, "state", "health"}]}`, where
-"health" is the device's sample (see maml.runtime.health) or, for the CPU, its utilisation
-and memory. `--watch` refreshes every SECONDS (default 2) until Ctrl-C; with --json it
+"health" is the device's sample (see maml.runtime.devices.sampling). `--watch` refreshes
+every SECONDS (default 2) until Ctrl-C; with --json it
 prints one object per line per refresh. Reads only; exit 0 whenever the list could be made.
 """
 
@@ -13,71 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+if TYPE_CHECKING:
+    from maml.runtime.devices.sampling import Sampler
+
 _STATE_STYLE = {"healthy": "green", "warning": "yellow", "critical": "bold red"}
-
-
-class _Sampler:
-    """Discovery once, then a fresh health sample per refresh from one open provider."""
-
-    def __init__(self) -> None:
-        from maml.runtime.devices import discover
-        from maml.runtime.health import HealthMonitor, load_thresholds
-        from maml.runtime.nvml import NVMLUnavailable, open_provider
-
-        try:
-            self.provider = open_provider()
-        except NVMLUnavailable:
-            self.provider = None
-        self.inventory = discover(provider=self.provider) if self.provider else discover()
-        self.monitor = (HealthMonitor(self.provider, devices=self.inventory.gpus(),
-                                      thresholds=load_thresholds())
-                        if self.provider and self.inventory.gpus() else None)
-        self._cpu_before = _cpu_times()
-
-    def snapshot(self) -> dict[str, Any]:
-        samples = {s["device"]: s for s in self.monitor.sample_once()} if self.monitor else {}
-        rows = []
-        for device in self.inventory.devices:
-            row = device.to_dict()
-            if device.kind == "cpu":
-                row.update(state=None, health=self._cpu_health())
-            else:
-                sample = samples.get(device.id)
-                row.update(state=sample["state"] if sample else None, health=sample)
-            rows.append(row)
-        return {"source": self.inventory.source, "note": self.inventory.note,
-                "driver": self.inventory.driver, "devices": rows}
-
-    def _cpu_health(self) -> dict[str, Any]:
-        from maml.runtime.devices import host_memory
-
-        now = _cpu_times()
-        busy, total = (a - b for a, b in zip(now, self._cpu_before, strict=True))
-        self._cpu_before = now
-        mem_total, mem_free = host_memory()
-        used = mem_total - mem_free if mem_total is not None and mem_free is not None else None
-        return {"device": "cpu", "time": time.time(),
-                "utilization_cpu": round(100 * busy / total, 1) if total > 0 else None,
-                "memory_used": used, "memory_total": mem_total, "memory_free": mem_free}
-
-    def close(self) -> None:
-        if self.provider is not None:
-            self.provider.close()
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies from /proc/stat; (0, 0) where there is none."""
-    try:
-        with open("/proc/stat", encoding="ascii") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 def _gib(value: int | None) -> str:
@@ -129,7 +72,9 @@ def command(as_json: bool, watch: float | None) -> None:
     """List CPUs and GPUs with their health."""
     from rich.console import Console
 
-    sampler = _Sampler()
+    from maml.runtime.devices.sampling import Sampler
+
+    sampler = Sampler()
     try:
         if watch is None:
             time.sleep(0.1)    # a short window, so the CPU line shows real utilisation
@@ -144,7 +89,7 @@ def command(as_json: bool, watch: float | None) -> None:
         sampler.close()
 
 
-def _watch(sampler: _Sampler, seconds: float, as_json: bool) -> None:
+def _watch(sampler: Sampler, seconds: float, as_json: bool) -> None:
     from rich.console import Console
     from rich.live import Live
 

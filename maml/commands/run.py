@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from maml.commands.verify import trust_options
 from maml.errors import UsageError
 
 
@@ -65,8 +66,7 @@ def _document(file: str | None, resume: str | None) -> tuple[str, str | bool | N
 @click.option("--graph", "graph_path", type=click.Path(), default=None,
               help="Error graph location (default .maml/graph or $MAML_GRAPH).")
 @click.option("--no-graph", is_flag=True, help="Do not record this run in the error graph.")
-@click.option("--as", "principal", default=None, metavar="PRINCIPAL",
-              help="Run as this principal (checked against permissions.execute).")
+@trust_options
 @click.option("--state-dir", default=".maml", show_default=True, type=click.Path(file_okay=False),
               help="Where runs are stored (checkpoints, resume).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")

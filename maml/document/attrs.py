@@ -1,5 +1,13 @@
 """Attributes in a fence's info string: ```python {id=post step=post needs=[bell, enc]}.
 
+Info strings understood (the language, then the attributes):
+
+    python {id=x needs=[a]}    the common form (also `python{id=x}`, `python id=x`)
+    {python}  {python id=x}    Quarto / R Markdown: the language is the first word inside
+    {r, echo=FALSE}            ... which a comma may follow
+    {.python #x}               Pandoc: the first class is the language
+    sh {"id": "build"}         Runme: JSON attributes
+
 Accepted inside the braces (the braces themselves are optional):
 
     key=value          a bare value runs to the next space
@@ -20,11 +28,18 @@ from typing import Any
 _KEY = re.compile(r"[A-Za-z_][\w.-]*")
 
 
+_LANG_FIRST = re.compile(r"^\s*\.?([A-Za-z][\w+-]*)(?=[\s,}]|$)\s*,?")
+
+
 def split_info(info: str) -> tuple[str, str]:
     """(language, attribute text) from a fence info string: `python {id=x}` -> (python, id=x)."""
     info = info.strip()
     if info.startswith("{"):
-        return "", _strip_braces(info)
+        inner = _strip_braces(info)
+        first = _LANG_FIRST.match(inner)
+        if first and not inner[first.end():].startswith("="):
+            return first.group(1), inner[first.end():].strip()
+        return "", inner
     lang, _, rest = info.partition(" ")
     if "{" in lang:  # ```python{id=x}
         lang, _, tail = lang.partition("{")
@@ -42,6 +57,8 @@ def _strip_braces(text: str) -> str:
 
 def parse_attrs(text: str) -> tuple[dict[str, Any], list[str]]:
     """The attributes in `text` and a list of problems (empty when all was read)."""
+    if text.lstrip().startswith('"'):
+        return _json_attrs(text)
     attrs: dict[str, Any] = {}
     problems: list[str] = []
     pos, end = 0, len(text)
@@ -80,7 +97,7 @@ def parse_attrs(text: str) -> tuple[dict[str, Any], list[str]]:
 
 def _value(text: str, pos: int) -> tuple[Any, int, str | None]:
     """Read one value at `pos`: a quoted string, a [list] or a bare word."""
-    if pos >= len(text) or text[pos] in " \t":
+    if pos >= len(text) or text[pos] in " \t,}":
         return "", pos, "no value after '='"
     if text[pos] in "\"'":
         return _quoted(text, pos)
@@ -89,9 +106,10 @@ def _value(text: str, pos: int) -> tuple[Any, int, str | None]:
         if close < 0:
             return _list_items(text[pos + 1:]), len(text), "the list has no closing ']'"
         return _list_items(text[pos + 1:close]), close + 1, None
-    match = re.compile(r"[^\s,}]+").match(text, pos)
-    assert match is not None  # text[pos] is not a space, so at least one character matches
-    return match.group(), match.end(), None
+    end = pos
+    while end < len(text) and not text[end].isspace() and text[end] not in ",}":
+        end += 1
+    return text[pos:end], end, None
 
 
 def _quoted(text: str, pos: int) -> tuple[str, int, str | None]:
@@ -112,3 +130,14 @@ def _quoted(text: str, pos: int) -> tuple[str, int, str | None]:
 def _list_items(inner: str) -> list[str]:
     items = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^\s,"\']+)', inner)
     return [next(part for part in item if part) if any(item) else "" for item in items]
+
+
+def _json_attrs(text: str) -> tuple[dict[str, Any], list[str]]:
+    """Runme's `{"id": "build", "name": "build"}` (the braces already stripped)."""
+    import json
+
+    try:
+        value = json.loads("{" + text + "}")
+    except ValueError as exc:
+        return {}, [f"the JSON attributes cannot be read: {exc}"]
+    return {str(k): v for k, v in value.items()}, []

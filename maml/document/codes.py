@@ -69,7 +69,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "MAML-V312": ("error", "a placeholder left in the document"),
     "MAML-V313": ("error", "a step has no kind and no executable block to infer it from"),
     "MAML-V314": ("error", "a fault names an unknown step or error"),
-    "MAML-V315": ("info", "nothing to run: no pipeline and no executable code block"),
+    "MAML-V315": ("warning", "nothing to run: no pipeline and no executable code block"),
+    "MAML-V316": ("error", "a policy value the engine cannot use"),
+    "MAML-V317": ("error", "a pipeline step that cannot be read (not a mapping, no id, ...)"),
+    "MAML-V318": ("error", "`needs` without step names (a bare `needs` attribute, a number)"),
+    "MAML-V320": ("error", "`permissions` maml cannot read (an unknown right, a bad value): refused"),
 }
 
 
@@ -83,3 +87,20 @@ def diagnostic(code: str, message: str, span: SourceSpan | None = None, *,
 def sort_key(d: Diagnostic) -> tuple[Any, ...]:
     """Order of `validate()`'s result: by line, then column, then code."""
     return (d.line, d.column, d.code, d.message)
+
+
+def did_you_mean(word: Any, choices: Any) -> str:
+    """`; did you mean 'x'?` for the closest known word, else `; known: a, b, c`."""
+    import difflib  # only when something is misspelt
+
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {name_list(choices)}"
+
+
+def name_list(names: Any, limit: int = 20, sep: str = ", ") -> str:
+    """`a, b, c` with at most `limit` names, then `... and N more` (a 10,000-step cycle must
+    not become one 89 kB message)."""
+    names = [str(n) for n in names]
+    shown = sep.join(names[:limit])
+    return shown + (f"{sep}... and {len(names) - limit} more" if len(names) > limit else "")

@@ -16,39 +16,32 @@ import difflib
 from functools import lru_cache
 from typing import Any
 
-from maml.document import semantics
+from maml.document import permissions, semantics
 from maml.document.codes import diagnostic, sort_key
 from maml.document.model import Diagnostic, Document
-from maml.document.permissions import ANYONE, execute_principals
+from maml.document.steps import (Finding, StepDecl, StepTable, kind_problem, nothing_to_run,
+                                 read_steps)
 from maml.document.yamlload import json_view
-
-#: schema validators whose complaint a semantic check states better
-_VAGUE = frozenset({"pattern", "enum", "propertyNames", "anyOf", "oneOf", "const"})
 
 
 def validate(doc: Document) -> list[Diagnostic]:
     """Every diagnostic for `doc`, sorted by line, each carrying `doc.path`."""
-    findings: list[semantics.Finding] = []
-    if doc.meta.get("pipeline") is not None:
-        findings.extend(semantics.check_pipeline(doc))
-        ids = {sid for _, s in semantics.steps(doc) if (sid := semantics.step_id(s))}
-        findings.extend(semantics.check_faults(doc, ids))
-    else:
-        findings.extend(semantics.check_block_needs(doc))
-    if isinstance(doc.meta.get("policy"), dict):
-        findings.extend(semantics.check_policy(doc, doc.meta["policy"], ("policy",)))
+    table = read_steps(doc)
+    findings: list[Finding] = list(table.findings)
+    findings.extend(semantics.check_faults(doc, {s.id for s in table.steps}))
     findings.extend(semantics.check_placeholders(doc))
-    semantic_paths = [path for path, _ in findings]
+    semantic_paths = {path for path, _ in findings}
     result = list(doc.diagnostics)
-    result.extend(_schema_diagnostics(doc, semantic_paths))
+    result.extend(_schema_diagnostics(doc, table, semantic_paths))
     result.extend(d for _, d in findings)
     result.extend(_permission_diagnostics(doc))
     result.extend(_json_schema_diagnostics(doc))
-    result.extend(_nothing_to_run(doc))
+    result.extend(filter(None, [nothing_to_run(doc, table)]))
     return sorted((dataclasses.replace(d, path=doc.path) for d in result), key=sort_key)
 
 
-def _schema_diagnostics(doc: Document, semantic_paths: list[tuple[Any, ...]]) -> list[Diagnostic]:
+def _schema_diagnostics(doc: Document, table: StepTable,
+                        semantic_paths: set[tuple[Any, ...]]) -> list[Diagnostic]:
     if not doc.front_matter:
         return []
     from maml.schemas import validator
@@ -56,14 +49,16 @@ def _schema_diagnostics(doc: Document, semantic_paths: list[tuple[Any, ...]]) ->
     instance = json_view(doc.front_matter)
     out: list[Diagnostic] = []
     for error in validator("front-matter").iter_errors(instance):
-        path = _error_path(error, ())
-        if not _covered(error, path, semantic_paths):
-            out.extend(_describe(doc, error, ()))
-    # a step whose kind is inferred from its block: the schema's if/then did not see a kind
-    for index, step in semantics.steps(doc):
-        kind = semantics.step_kind(doc, step)
-        if "kind" not in step and kind and isinstance(step.get("params"), dict):
-            out.extend(_kind_params(doc, index, kind, instance["pipeline"][index]["params"]))
+        if _covered(error, _error_path(error, ()), semantic_paths):
+            continue
+        for leaf in _leaves(error):
+            if not _covered(leaf, _error_path(leaf, ()), semantic_paths):
+                out.extend(_describe(doc, table, leaf, ()))
+    # every kind's params against its own schema, plugins included (maml.kinds)
+    for step in table.steps:
+        if step.key_path and step.kind and step.params and not kind_problem(step.kind):
+            params = instance["pipeline"][step.key_path[1]]["params"]
+            out.extend(_kind_params(doc, table, step, params))
     return out
 
 
@@ -75,37 +70,46 @@ def _error_path(error: Any, base: tuple[Any, ...]) -> tuple[Any, ...]:
     return path
 
 
-def _covered(error: Any, path: tuple[Any, ...], semantic_paths: list[tuple[Any, ...]]) -> bool:
+def _covered(error: Any, path: tuple[Any, ...], semantic_paths: set[tuple[Any, ...]]) -> bool:
     """Whether a semantic finding states this schema error better (same node, or below it
     when the schema could only say "none of the alternatives matched" about a whole value)."""
-    if error.validator not in _VAGUE:
-        return False
     if path in semantic_paths:
         return True
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = [path + (k,) for k in error.instance if k not in allowed]
+        return bool(extra) and all(p in semantic_paths for p in extra)
     if error.validator in ("anyOf", "oneOf") and path and not isinstance(error.instance, dict):
         return any(p[:len(path)] == path for p in semantic_paths)
     return False
 
 
-def _kind_params(doc: Document, index: int, kind: str, params: Any) -> list[Diagnostic]:
-    from maml.schemas import schema_names, validator
+def _kind_params(doc: Document, table: StepTable, step: StepDecl,
+                 params: Any) -> list[Diagnostic]:
+    from maml.kinds import get_kind
+    from maml.schemas import params_validator
 
-    if f"kinds/{kind}" not in schema_names():
-        return []
-    base = ("pipeline", index, "params")
-    return [d for error in validator(f"kinds/{kind}").iter_errors(params)
-            for d in _describe(doc, error, base, kind)]
+    base = step.key_path + ("params",)
+    try:
+        return [d for error in params_validator(get_kind(step.kind)).iter_errors(params)
+                for d in _describe(doc, table, error, base, step.kind)]
+    except Exception as exc:   # a plugin's schema with a $ref maml does not hold
+        return [diagnostic("MAML-S204", f"step {step.id!r}: the params schema of kind "
+                           f"{step.kind!r} cannot be used: {exc}", doc.span_of(*base),
+                           step=step.id)]
 
 
-def _describe(doc: Document, error: Any, base: tuple[Any, ...],
+def _describe(doc: Document, table: StepTable, error: Any, base: tuple[Any, ...],
               kind: str | None = None) -> list[Diagnostic]:
     """One schema error as diagnostics at the YAML position it concerns."""
     specific = _specific(error)
     if specific:
-        return [d for sub in specific for d in _describe(doc, sub, base, kind)]
+        return [d for sub in specific for d in _describe(doc, table, sub, base, kind)]
     path = _error_path(error, base)
-    sid = _step_of(doc, path)
-    kind = kind or _kind_at(doc, path)
+    step = table.by_index(path[1]) if len(path) >= 2 and path[0] == "pipeline" \
+        and isinstance(path[1], int) else None
+    sid = step.id if step else None
+    kind = kind or (step.kind if step else None)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         return _unexpected_keys(doc, error, path, sid, kind)
     message = error.message
@@ -122,15 +126,25 @@ def _specific(error: Any) -> list[Any]:
     type fitted the value (a wrong enum value, a missing key), else nothing."""
     if error.validator not in ("anyOf", "oneOf") or not error.context:
         return []
-    return [e for e in error.context if e.validator not in ("type", "const")]
+    return [e for e in error.context if _fits(e)]
 
 
-def _kind_at(doc: Document, path: tuple[Any, ...]) -> str | None:
-    if len(path) >= 3 and path[0] == "pipeline" and path[2] == "params":
-        pipeline = doc.meta.get("pipeline") or []
-        if isinstance(path[1], int) and path[1] < len(pipeline):
-            return semantics.step_kind(doc, pipeline[path[1]])
-    return None
+def _leaves(error: Any) -> list[Any]:
+    """The specific errors an "any of" error stands for (itself when there are none)."""
+    specific = _specific(error)
+    return [leaf for sub in specific for leaf in _leaves(sub)] if specific else [error]
+
+
+def _fits(error: Any) -> bool:
+    """Whether an alternative's error is about a value of the right type (so it says what
+    is wrong), not a type mismatch (nested anyOf included)."""
+    if error.validator in ("type", "const"):
+        return False
+    if error.validator == "enum" and isinstance(error.validator_value, list):
+        return any(type(v) is type(error.instance) for v in error.validator_value)
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        return any(_fits(e) for e in error.context)
+    return True
 
 
 def _unexpected_keys(doc: Document, error: Any, path: tuple[Any, ...], sid: str | None,
@@ -173,26 +187,8 @@ def _dotted(path: tuple[Any, ...]) -> str:
     return text
 
 
-def _step_of(doc: Document, path: tuple[Any, ...]) -> str | None:
-    if len(path) >= 2 and path[0] == "pipeline" and isinstance(path[1], int):
-        pipeline = doc.meta.get("pipeline") or []
-        if path[1] < len(pipeline) and isinstance(pipeline[path[1]], dict):
-            return semantics.step_id(pipeline[path[1]])
-    return None
-
-
 def _permission_diagnostics(doc: Document) -> list[Diagnostic]:
-    value = execute_principals(doc.meta)
-    span = doc.span_of("permissions", "execute")
-    if value is False:
-        return [diagnostic("MAML-V311", "permissions.execute is false: `maml run` will refuse "
-                           "this document; set `execute: true` to let it run", span)]
-    if isinstance(value, list) and not any(str(p).strip().lower() in ANYONE for p in value):
-        who = ", ".join(map(str, value)) or "nobody"
-        return [diagnostic("MAML-V311", f"permissions.execute allows only {who}: `maml run` "
-                           "refuses anyone else; run it with `--as PRINCIPAL` or MAML_PRINCIPAL "
-                           "set to one of them", span)]
-    return []
+    return permissions.diagnostics(doc)
 
 
 def _json_schema_diagnostics(doc: Document) -> list[Diagnostic]:
@@ -223,12 +219,3 @@ def _metaschema_validator(dialect: Any) -> Any:
     cls = validators.validator_for({"$schema": dialect} if isinstance(dialect, str) else {},
                                    default=Draft202012Validator)
     return cls(cls.META_SCHEMA)
-
-
-def _nothing_to_run(doc: Document) -> list[Diagnostic]:
-    if doc.meta.get("pipeline") or any(b.executable_kind for b in doc.code_blocks):
-        return []
-    if any(d.code in ("MAML-P106", "MAML-P104") for d in doc.diagnostics):
-        return []
-    return [diagnostic("MAML-V315", "nothing to run: no `pipeline:` in the front matter and no "
-                       "python, bash or qasm block under Code_Blocks", doc.front_matter_span)]

@@ -75,6 +75,9 @@ def load(text: str, first_line: int) -> LoadedYaml:
     except yaml.MarkedYAMLError as exc:
         result.diagnostics.append(_yaml_error(exc, first_line))
         return result
+    except RecursionError:
+        result.diagnostics.append(_too_deep(SourceSpan(first_line)))
+        return result
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
         # the constructor's own failures (e.g. a date like 2025-13-45) carry no mark
         result.diagnostics.append(diagnostic(
@@ -89,6 +92,10 @@ def _yaml_error(exc: yaml.MarkedYAMLError, first_line: int) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     span = SourceSpan(first_line + mark.line, mark.column + 1) if mark else SourceSpan(first_line)
     what = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+    if "nesting depth" in what or "depth" in str(exc.problem or ""):
+        # PyYAML >= 6.0.2 (and libyaml) refuse deep nesting themselves, sometimes before
+        # our event count sees it (the scanner looks ahead): the same finding either way
+        return _too_deep(span)
     hint = "quote values that contain ': ' or start with a special character"
     if "cannot start any token" in what:
         hint = "a value starting with %, @, ` or a tab must be quoted (e.g. os: \"%{os}\")"
@@ -106,8 +113,7 @@ def _measure(text: str, first_line: int) -> Diagnostic | None:
             if event.anchor:
                 open_anchors.add(event.anchor)
             if len(stack) > MAX_DEPTH:
-                return diagnostic("MAML-P115", f"the front matter nests deeper than {MAX_DEPTH} "
-                                  "levels; flatten it", _mark(event, first_line))
+                return _too_deep(_mark(event, first_line))
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             anchor, size = stack.pop()
             size += 1
@@ -131,6 +137,11 @@ def _measure(text: str, first_line: int) -> Diagnostic | None:
                               "write the values out or move them into a file",
                               _mark(event, first_line))
     return None
+
+
+def _too_deep(span: SourceSpan) -> Diagnostic:
+    return diagnostic("MAML-P115", f"the front matter nests deeper than {MAX_DEPTH} levels; "
+                      "flatten it", span)
 
 
 def _mark(event: Any, first_line: int) -> SourceSpan:

@@ -4,10 +4,13 @@
     <config dir>/signing_key.pub      its public key, SubjectPublicKeyInfo PEM, mode 0600
     <config dir>/trusted/<id>.pub     other public keys whose signatures `verify` accepts
                                       (a replaced key of yours goes here, so old graphs verify)
+    <config dir>/trusted/<id>.name    the name given with `maml keys trust PUB --name N`
+    <config dir>/revoked/<id>.pub     keys no longer accepted, yours included
 
 The config dir is `$MAML_CONFIG_DIR` or platformdirs' `user_config_dir("maml")`, mode 0700:
 never the repository. Files are written to a temporary name and linked into place, so two
-`maml run` processes creating the key at once end up sharing one complete key.
+`maml run` processes creating the key at once end up sharing one complete key. A private
+key file that group or others can read is refused (as ssh refuses one), with the fix.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from maml._files import write_synced
+from maml._files import write_new
 from maml.errors import GraphError
 
 if TYPE_CHECKING:
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 PRIVATE_NAME = "signing_key.pem"
 PUBLIC_NAME = "signing_key.pub"
 TRUSTED_DIR = "trusted"
+REVOKED_DIR = "revoked"
 
 
 def config_dir() -> Path:
@@ -69,15 +73,7 @@ def _ensure_dir(path: Path) -> None:
 
 def _write_exclusive(path: Path, data: bytes) -> bool:
     """Write `data` to `path` with mode 0600 unless it exists; False if another got there first."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write_synced(tmp, data, 0o600)
-    try:
-        os.link(tmp, path)   # atomic and refuses to replace: no half-written key is ever seen
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()
+    return write_new(path, data, 0o600)
 
 
 def _pem(private: Ed25519PrivateKey) -> tuple[bytes, bytes]:
@@ -119,12 +115,14 @@ def _new_key(directory: Path) -> tuple[SigningKey, bool]:
     return key, won
 
 
-def load_key(directory: Path | None = None) -> SigningKey:
+def load_key(directory: Path | None = None, *, path: Path | None = None) -> SigningKey:
+    """The private key in `directory` (default: the config dir), or at `path`."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    path = (directory or config_dir()) / PRIVATE_NAME
+    path = path or (directory or config_dir()) / PRIVATE_NAME
     try:
+        _check_private(path)
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
         raise GraphError(f"no signing key at {path}; create one with: maml keys init") from None
@@ -133,6 +131,17 @@ def load_key(directory: Path | None = None) -> SigningKey:
     if not isinstance(private, Ed25519PrivateKey):
         raise GraphError(f"{path}: not an Ed25519 key")
     return SigningKey(private, key_id(private.public_key()), path)
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a private key that group or others can read or write, saying how to fix it."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        raise GraphError(f"{path}: the private signing key is readable by others (mode "
+                         f"{stat.S_IMODE(mode):04o}); refusing to use it. Fix it with: "
+                         f"chmod 600 {path}")
 
 
 def load_or_create_key(directory: Path | None = None) -> SigningKey:
@@ -173,11 +182,13 @@ def trust_public_key(public: Ed25519PublicKey, directory: Path | None = None) ->
                               serialization.PublicFormat.SubjectPublicKeyInfo)
     if not path.exists():
         _write_exclusive(path, pem)
+    (trusted.parent / REVOKED_DIR / path.name).unlink(missing_ok=True)   # trusted again
     return path
 
 
 def trusted_public_keys(directory: Path | None = None) -> dict[str, Ed25519PublicKey]:
-    """key id -> public key: the user's own key (if any) and every key in trusted/."""
+    """key id -> public key: the user's own key (if any) and every key in trusted/, less the
+    revoked ones."""
     directory = directory or config_dir()
     keys: dict[str, Ed25519PublicKey] = {}
     if (directory / PRIVATE_NAME).exists():
@@ -186,4 +197,44 @@ def trusted_public_keys(directory: Path | None = None) -> dict[str, Ed25519Publi
     for path in sorted((directory / TRUSTED_DIR).glob("*.pub")):
         public = load_public_key(path)
         keys[key_id(public)] = public
+    for revoked in revoked_ids(directory):
+        keys.pop(revoked, None)
     return keys
+
+
+def revoked_ids(directory: Path | None = None) -> set[str]:
+    return {p.stem for p in ((directory or config_dir()) / REVOKED_DIR).glob("*.pub")}
+
+
+def key_names(directory: Path | None = None) -> dict[str, str]:
+    """key id -> the name given when it was trusted."""
+    trusted = (directory or config_dir()) / TRUSTED_DIR
+    return {p.stem: p.read_text(encoding="utf-8").strip() for p in trusted.glob("*.name")}
+
+
+def name_key(public: Ed25519PublicKey, name: str, directory: Path | None = None) -> None:
+    from maml._files import write_atomic
+
+    trusted = (directory or config_dir()) / TRUSTED_DIR
+    _ensure_dir(trusted)
+    write_atomic(trusted / f"{key_id(public)}.name", name.encode("utf-8") + b"\n", 0o600)
+
+
+def revoke_key(wanted: str, directory: Path | None = None) -> str:
+    """Stop accepting the key whose id starts with `wanted`; its public key moves to revoked/
+    (so it can be named later). Returns the full key id; GraphError if none or several match."""
+    directory = directory or config_dir()
+    known = {key_id(load_public_key(p)): p for p in (directory / TRUSTED_DIR).glob("*.pub")}
+    own = directory / PUBLIC_NAME
+    if own.exists():
+        known.setdefault(key_id(load_public_key(own)), own)
+    matches = sorted(k for k in known if k.startswith(wanted))
+    if len(matches) != 1:
+        raise GraphError(f"no key id starts with {wanted!r}" if not matches else
+                         f"{wanted!r} matches several keys: {', '.join(matches)}")
+    revoked = directory / REVOKED_DIR
+    _ensure_dir(revoked)
+    _write_exclusive(revoked / f"{matches[0]}.pub", known[matches[0]].read_bytes())
+    if known[matches[0]].parent.name == TRUSTED_DIR:
+        known[matches[0]].unlink()
+    return matches[0]

@@ -25,7 +25,7 @@ from maml.runtime.plan import Plan, build_plan
 from maml.runtime.policies import effective_policy
 from maml.runtime.result import RunResult
 from maml.runtime.scheduler import Executor
-from maml.runtime.steprun import DeviceBook
+from maml.runtime.devices.book import DeviceBook
 
 
 def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
@@ -37,6 +37,9 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
                  inventory: Any = None, rng: random.Random | None = None) -> RunResult:
     """Run `doc`'s pipeline. `resume`: True for the document's latest run, or a run id.
     `input`: a JSON/YAML file path, or the data itself."""
+    from maml.document.permissions import authorize_document
+
+    authorize_document(doc)    # signature and readable permissions, before anything else
     _check_diagnostics(doc)
     inventory = inventory if inventory is not None else _discover()
     broadcaster = Broadcaster(list(observers))
@@ -74,8 +77,8 @@ def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
     long the step on a device has been silent."""
     if not inventory.gpus():
         return None
-    from maml.runtime.health import HealthMonitor, load_thresholds
-    from maml.runtime.nvml import NVMLUnavailable, open_provider
+    from maml.runtime.devices.health import HealthMonitor, load_thresholds
+    from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
 
     try:
         provider = open_provider()
@@ -117,19 +120,10 @@ def _check_diagnostics(doc: Document) -> None:
 
 
 def _check_permissions(doc: Document, plan: Plan, principal: str | None) -> None:
-    from maml.document.permissions import execute_allowed, execute_principals
+    """Signature (if required), permissions and confined paths: maml.document.permissions."""
+    from maml.document.permissions import authorize_plan
 
-    allowed, reason = execute_allowed(doc.meta, principal)
-    span = doc.span_of("permissions", "execute")
-    line = span.line if span else None
-    if not allowed:
-        raise RefusedError(reason, path=doc.path, line=line)
-    shell = next((s for s in plan.steps.values() if s.kind == "shell"), None)
-    if shell is not None and execute_principals(doc.meta) in (None, [], False):
-        raise RefusedError("a shell step runs commands on this machine, so the document must "
-                           "grant it: add `permissions: {execute: true}` (or a list of "
-                           "principals) to the front matter", path=doc.path,
-                           line=shell.block_line or shell.line, step=shell.id)
+    authorize_plan(doc, plan, principal)
 
 
 def _load_input(doc: Document, source: Any) -> Any:

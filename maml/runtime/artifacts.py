@@ -53,6 +53,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from maml._files import fsync_dir, write_all
 from maml.errors import InvalidInput
 
 ARTIFACT_DIR = "artifacts"
@@ -209,12 +210,12 @@ def write_array(array: Any, directory: Path) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".tmp-{os.getpid()}-{secrets.token_hex(4)}.npy"
     sha = hashlib.sha256(header)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
     try:
-        _write_all(fd, header)
+        write_all(fd, header)
         for chunk in _chunks(data):
             sha.update(chunk)
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
         os.close(fd)
         digest = sha.hexdigest()
         os.replace(tmp, directory / f"{digest}.npy")
@@ -256,12 +257,6 @@ def _dtype_name(dtype: Any) -> str:
 def _chunks(data: memoryview) -> Iterator[memoryview]:
     for start in range(0, len(data), _CHUNK):
         yield data[start:start + _CHUNK]
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 # -- references ------------------------------------------------------------------------------
@@ -324,16 +319,12 @@ def sync(run_dir: str | os.PathLike[str], refs: list[dict[str, Any]]) -> None:
     if not refs:
         return
     for ref in refs:
-        fd = os.open(artifact_path(run_dir, ref[REF_KEY]), os.O_RDONLY)
+        fd = os.open(artifact_path(run_dir, ref[REF_KEY]), os.O_RDONLY | os.O_NOFOLLOW)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    fd = os.open(Path(run_dir) / ARTIFACT_DIR, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(Path(run_dir) / ARTIFACT_DIR)
 
 
 # -- decoding (in the consumer's worker) -------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from maml import canonical
-from maml._files import fsync_dir, write_synced
+from maml._files import write_atomic
 from maml.runtime.store import RunStore, safe_name
 
 __all__ = ["RunStore", "atomic_write_json", "cache_key", "latest_run", "load_step_state",
@@ -49,10 +49,7 @@ def atomic_write_json(path: Path, value: Any) -> None:
     """Write `value` as canonical JSON to `path` so that a crash leaves the old file or the
     new one. Raises maml.canonical.CanonicalError (a ValueError) for NaN or unknown types."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write_synced(tmp, canonical.dumps(value))
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomic(path, canonical.dumps(value))   # mkstemp: no planted temp
 
 
 def read_json(path: Path) -> Any | None:

@@ -32,7 +32,8 @@ from maml.runtime.kinds.base import StepSpec
 from maml.runtime.plan import Plan
 from maml.runtime.policies import CircuitBreaker, ErrorBudget, decide
 from maml.runtime.result import RunResult, StepResult
-from maml.runtime.steprun import DeviceBook, StepRun
+from maml.runtime.devices.book import DeviceBook
+from maml.runtime.steprun import StepRun
 from maml.runtime.worker_main import AttemptRequest
 from maml.runtime.workers import WorkerPool, WorkerProcess
 

@@ -1,4 +1,5 @@
-"""The executor's book-keeping: one `StepRun` per step, and the `DeviceBook` of the machine.
+"""The executor's book-keeping: one `StepRun` per step (the machine's `DeviceBook` lives in
+`maml.runtime.devices.book`).
 
 A StepRun holds the step's `AttemptState` (which only the executor mutates), where the step
 is in its life (pending -> waiting -> running -> succeeded | failed | skipped | cached), and
@@ -12,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from maml.runtime.events import DeviceRef, StepInfo
+from maml.runtime.events import StepInfo
 from maml.runtime.plan import PlannedStep
-from maml.runtime.policies import AttemptState, CircuitBreaker
+from maml.runtime.policies import AttemptState
 
 UNFINISHED = frozenset({"pending", "waiting", "running"})
 
@@ -87,59 +88,3 @@ class StepRun:
                             f"{policy.heartbeat_timeout:g} s); the watchdog killed the worker")
         return None
 
-
-class DeviceBook:
-    """This machine's devices as the executor needs them."""
-
-    def __init__(self, inventory: Any = None, monitor: Any = None) -> None:
-        self.inventory = inventory
-        self.monitor = monitor
-
-    def gpu_ids(self) -> list[str]:
-        if self.inventory is None:
-            return []
-        return [d.id for d in self.inventory.devices if d.kind == "cuda"]
-
-    def classes(self) -> set[str]:
-        return {"cpu"} | ({"cuda"} if self.gpu_ids() else set())
-
-    def slots(self, cpu_workers: int) -> dict[str, int]:
-        return {"cpu": max(1, cpu_workers), **{gpu: 1 for gpu in self.gpu_ids()}}
-
-    def ref(self, device_id: str) -> DeviceRef:
-        info = self.inventory.get(device_id) if self.inventory is not None else None
-        if info is not None:
-            return info.ref
-        kind = device_id.split(":")[0]
-        index = int(device_id.split(":")[1]) if ":" in device_id else None
-        return DeviceRef(id=device_id, kind=kind, index=index)
-
-    def candidates(self, step: PlannedStep, breaker: CircuitBreaker) -> list[str]:
-        """The step's preferences as device ids here, open breakers left out; never empty."""
-        gpus = self.gpu_ids()
-        ids: list[str] = []
-        for preference in step.devices:
-            if preference == "cuda":
-                ids += gpus
-            elif preference == "cpu" or preference in gpus:
-                ids.append(preference)
-        ids = [d for d in dict.fromkeys(ids) if d == "cpu" or not breaker.state(d) == "open"]
-        return ids or ["cpu"]
-
-    def place(self, step: PlannedStep, breaker: CircuitBreaker) -> str:
-        """The device a step starts on: placement's choice where it exists, else the first."""
-        candidates = self.candidates(step, breaker)
-        chosen = self._choose(step, breaker) if self.inventory is not None else None
-        return chosen if chosen in candidates else candidates[0]
-
-    def _choose(self, step: PlannedStep, breaker: CircuitBreaker) -> str | None:
-        try:
-            from maml.runtime.placement import choose_device
-        except ImportError:
-            return None
-        monitor = self.monitor
-        chosen = choose_device(list(step.devices), self.inventory,
-                               health=monitor.states() if monitor is not None else None,
-                               latest=monitor.latest if monitor is not None else None,
-                               open_breakers=breaker.is_open)
-        return chosen.id if chosen is not None else None

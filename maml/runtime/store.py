@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from maml import canonical
-from maml._files import fsync_dir
+from maml._files import fsync_dir, write_all
 from maml.errors import MamlError, UsageError
 from maml.runtime import artifacts
 
@@ -113,7 +113,7 @@ class RunStore:
     def lock(self) -> None:
         """Hold the run's lock for the life of this process (or `close`); UsageError naming
         the holder's pid if another process holds it."""
-        fd = os.open(self.run_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.run_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -246,11 +246,9 @@ def _append(store: RunStore, lines: list[bytes], refs: list[dict[str, Any]]) -> 
         if refs:
             artifacts.sync(store.run_dir, refs)
         new = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            view = memoryview(b"".join(lines))
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, b"".join(lines))
             os.fsync(fd)
         finally:
             os.close(fd)

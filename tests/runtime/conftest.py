@@ -37,7 +37,12 @@ class Runner:
         self.sleeps: list[float] = []
         self.count = 0
 
-    def write_doc(self, front: dict[str, Any], blocks: dict[str, str], **kw: Any):
+    def write_doc(self, front: dict[str, Any], blocks: dict[str, str], *, execute: bool = True,
+                  **kw: Any):
+        """`execute`: grant `permissions.execute` unless `front` says otherwise (maml refuses
+        document code without it)."""
+        if execute and "permissions" not in front:
+            front = {**front, "permissions": {"execute": True}}
         self.count += 1
         path = self.tmp_path / f"doc{self.count}.maml.md"
         path.write_text(doc_text(front, blocks, **kw), encoding="utf-8")

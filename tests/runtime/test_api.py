@@ -44,8 +44,8 @@ def test_execute_false_refuses_the_run(runner):
 def test_a_principal_list_admits_only_its_principals(runner):
     doc = runner.write_doc({"permissions": {"execute": ["alice"]},
                             "pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"})
-    with pytest.raises(RefusedError, match="--as"):
-        runner.run(doc, principal="mallory")
+    with pytest.raises(RefusedError, match="allows only alice"):
+        runner.run(doc, principal="mallory")     # a server's authenticated identity
     assert runner.run(doc, principal="alice").status == "succeeded"
 
 

@@ -47,7 +47,7 @@ STEPS = {  # a diamond plus a tail: fan-out, fan-in, and a chain
 def _write_document(tmp_path: Path) -> Path:
     import yaml
 
-    front = {"maml_version": "1.0", "policy": {"backoff": {"initial": "0.01s"}},
+    front = {"maml_version": "1.0", "permissions": {"execute": True}, "policy": {"backoff": {"initial": "0.01s"}},
              "pipeline": [{"id": sid, "block": "step", "needs": needs,
                            "params": {"add": add, "sleep": 0.15}}
                           for sid, (needs, add) in STEPS.items()]}

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maml.runtime import nvml
-from maml.runtime.devices import (
+from maml.runtime.devices import nvml
+from maml.runtime.devices.discovery import (
     DeviceInfo, cpu_device, discover, host_memory, parse_visible_devices, torch_devices,
 )
 from maml.runtime.events import DeviceRef
-from maml.runtime.nvml import FakeGPU, FakeNVML, GPUReadError, NVMLUnavailable
+from maml.runtime.devices.nvml import FakeGPU, FakeNVML, GPUReadError, NVMLUnavailable
 
 GiB = 2**30
 
@@ -155,7 +155,7 @@ def test_cpu_only_discovery_on_this_machine():
 
 def test_torch_probe_in_a_child_sees_no_cuda_device_here():
     # in a fresh interpreter: other tests of this session may already have imported torch
-    code = ("import sys; from maml.runtime.devices import torch_devices; "
+    code = ("import sys; from maml.runtime.devices.discovery import torch_devices; "
             "gpus, problem = torch_devices(); "
             "print(repr((gpus, problem)), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -205,20 +205,33 @@ FORBIDDEN = ("nvmlDeviceSet", "nvmlDeviceReset", "nvmlDeviceClear", "nvmlDeviceM
              "nvmlDeviceFreeze", "nvmlVgpuInstanceSet", "nvmlSetVgpu")
 
 
-@pytest.mark.parametrize("module", ["nvml", "nvml_fake", "devices", "health", "placement"])
+def _device_modules() -> list[str]:
+    import pkgutil
+
+    import maml.runtime.devices as package
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+
+
+def test_the_device_package_holds_the_device_wing():
+    assert {"discovery", "nvml", "nvml_fake", "health", "health_config", "placement",
+            "book", "sampling"} <= set(_device_modules())
+
+
+@pytest.mark.parametrize("module", _device_modules())
 def test_no_module_ever_changes_a_gpu(module):
     """maml reads GPUs, never resets them or changes clocks, power, modes (DESIGN §6)."""
     import importlib
     import inspect
 
-    source = inspect.getsource(importlib.import_module(f"maml.runtime.{module}"))
+    source = inspect.getsource(importlib.import_module(f"maml.runtime.devices.{module}"))
     found = [name for name in FORBIDDEN if name in source]
-    assert not found, f"maml/runtime/{module}.py calls NVML setters: {found}"
+    assert not found, f"maml/runtime/devices/{module}.py calls NVML setters: {found}"
     assert "nvidia-smi" not in source.replace("like nvidia-smi", "")
 
 
 def test_import_maml_runtime_devices_does_not_import_heavy_libraries():
-    code = ("import sys, maml.runtime.devices, maml.runtime.health, maml.runtime.placement; "
+    code = ("import sys, maml.runtime.devices.discovery, maml.runtime.devices.health, "
+            "maml.runtime.devices.placement, maml.runtime.devices.book; "
             "print(sorted(m for m in ('torch', 'pynvml', 'psutil') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -60,7 +60,7 @@ def test_single_action_string_and_nested_breaker_and_no_timeout():
     ({"on": ["retry"]}, "on"),
     ({"on_exhausted": "explode"}, "on_exhausted"),
     ({"max_errors": 2.5}, "max_errors"),
-    ({"breaker": {"failures": 0}}, "breaker_failures"),
+    ({"breaker": {"failures": 0}}, "breaker.failures"),
     ({"breaker": {"open": 1}}, "breaker.open"),
     ({"retires": 3}, "retires"),
 ])

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from maml.errors import UsageError
 from maml.runtime.events import Broadcaster, DeviceRef
-from maml.runtime.health import (
+from maml.runtime.devices.health import (
     STATES, HealthMonitor, Thresholds, classify_sample, load_thresholds, start_monitor,
     thresholds_from_mapping,
 )
-from maml.runtime.nvml import FakeGPU, FakeNVML
+from maml.runtime.devices.nvml import FakeGPU, FakeNVML
 
 GiB = 2**30
 RANK = {s: i for i, s in enumerate(STATES)}
@@ -265,7 +265,7 @@ def test_sampler_thread_survives_a_failing_observer_and_stops():
 
 
 def test_start_monitor_needs_gpus():
-    from maml.runtime.devices import discover
+    from maml.runtime.devices.discovery import discover
 
     assert start_monitor(discover()) is None           # CPU only here
     provider = FakeNVML([FakeGPU()])

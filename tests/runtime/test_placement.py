@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maml.errors import UsageError
-from maml.runtime.devices import discover
-from maml.runtime.health import HealthMonitor
-from maml.runtime.nvml import FakeGPU, FakeNVML
-from maml.runtime.placement import choose_device, worker_env
+from maml.runtime.devices.discovery import discover
+from maml.runtime.devices.health import HealthMonitor
+from maml.runtime.devices.nvml import FakeGPU, FakeNVML
+from maml.runtime.devices.placement import choose_device, worker_env
 from maml.runtime.policies import CircuitBreaker
 
 GiB = 2**30
@@ -138,3 +138,169 @@ def test_worker_env_pins_one_gpu_by_uuid_and_hides_gpus_from_cpu_workers(monkeyp
     assert worker_env(inv.get("cpu"))["CUDA_VISIBLE_DEVICES"] == ""
     gpu.uuid = None
     assert worker_env(gpu)["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+# -- the DeviceBook: spreading over GPUs, declared devices as a contract (issue 11.1, 11.3) --
+
+from maml.runtime.devices.book import DeviceBook, NoDevice  # noqa: E402
+from maml.runtime.plan import PlannedStep  # noqa: E402
+from maml.runtime.policies import default_policy, effective_policy  # noqa: E402
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def gpu_step(sid="s", devices=("cuda", "cpu"), on=None, memory=None):
+    policy = (effective_policy(None, {"on": on}, "cuda") if on else default_policy("cuda"))
+    return PlannedStep(id=sid, kind="python", devices=tuple(devices), policy=policy,
+                       hardware_class="cuda", memory=memory)
+
+
+def book_of(*used_gib, **kw):
+    inv, provider = inventory(*used_gib)
+    return DeviceBook(inv, **kw), provider
+
+
+def place_all(book, steps, breaker):
+    """Place steps one after another as the scheduler does, counting each placement."""
+    load: dict[str, int] = {}
+    chosen = []
+    for step in steps:
+        device = book.place(step, breaker, load)
+        load[device] = load.get(device, 0) + 1
+        chosen.append(device)
+    return chosen
+
+
+def test_concurrent_ready_steps_spread_over_every_gpu_before_doubling_up():
+    book, _ = book_of(0, 0)
+    steps = [gpu_step(f"s{i}") for i in range(4)]
+    assert place_all(book, steps, CircuitBreaker()) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    book, _ = book_of(40, 0, 20, 70)               # idle GPUs first, the roomiest first
+    assert place_all(book, steps, CircuitBreaker()) == ["cuda:1", "cuda:2", "cuda:0", "cuda:3"]
+
+
+def test_workers_per_gpu_sets_the_slots_and_how_many_steps_share_a_gpu():
+    book, _ = book_of(0, 10, workers_per_gpu=2)
+    assert book.slots(3) == {"cpu": 3, "cuda:0": 2, "cuda:1": 2}
+    steps = [gpu_step(f"s{i}") for i in range(4)]
+    assert place_all(book, steps, CircuitBreaker()) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    with pytest.raises(ValueError):
+        DeviceBook(None, workers_per_gpu=0)
+
+
+def test_the_memory_hint_beats_a_free_slot_and_is_dropped_when_nothing_fits():
+    book, _ = book_of(60, 20)                       # 20 GiB and 60 GiB free
+    big = gpu_step("big", memory=50 * GiB)
+    assert book.place(big, CircuitBreaker(), {"cuda:1": 1}) == "cuda:1"
+    huge = gpu_step("huge", devices=("cuda",), memory=500 * GiB)
+    assert book.place(huge, CircuitBreaker(), {}) in ("cuda:0", "cuda:1")
+
+
+def test_a_step_pinned_to_one_gpu_never_moves_off_its_list():
+    book, _ = book_of(0, 0)
+    breaker = CircuitBreaker(failures=2, cooldown=60, clock=FakeClock())
+    pinned = gpu_step("p", devices=("cuda:0",))
+    assert book.allowed(pinned) == ["cuda:0"]
+    breaker.record_failure("cuda:0")
+    breaker.record_failure("cuda:0")
+    assert book.candidates(pinned, breaker) == []
+    with pytest.raises(NoDevice) as caught:
+        book.place(pinned, breaker, {})
+    verdict = caught.value.verdict
+    assert verdict.reasons == {"cuda:0": "breaker open after 2 failures in a row (cooldown 60 s)"}
+    assert verdict.retry_at == 60.0
+    assert caught.value.error_class == "device_unavailable"
+    assert "may run only on cuda:0" in str(caught.value)
+
+
+def test_missing_devices_are_named_with_what_the_machine_has():
+    book, _ = book_of(0)
+    with pytest.raises(NoDevice) as caught:
+        book.place(gpu_step("s", devices=("cuda:1",)), CircuitBreaker(), {})
+    assert caught.value.verdict.reasons == {"cuda:1": "not found on this machine (it has cuda:0)"}
+    assert caught.value.verdict.retry_at is None
+    cpu_only = DeviceBook(discover(provider=FakeNVML([])))
+    with pytest.raises(NoDevice) as caught:
+        cpu_only.place(gpu_step("q", devices=("cuda",)), CircuitBreaker(), {})
+    assert caught.value.verdict.reasons["cuda"].startswith("no GPU found on this machine")
+
+
+class States:
+    def __init__(self, states, reasons=()):
+        self._states, self._reasons = states, list(reasons)
+
+    def states(self):
+        return dict(self._states)
+
+    def latest(self, device):
+        return {"memory_free": None, "reasons": self._reasons}
+
+
+def test_critical_health_is_a_reason_and_is_reported_as_a_decision():
+    inv, _ = inventory(0, 0)
+    heard = []
+    book = DeviceBook(inv, States({"cuda:0": "critical"}, ["temperature 95 C"]),
+                      on_decision=lambda **kw: heard.append(kw))
+    assert book.place(gpu_step("s", devices=("cuda:0", "cuda:1")), CircuitBreaker(), {}) == "cuda:1"
+    assert heard == [{"step_id": "s", "decision": "placed", "device": "cuda:1",
+                      "reasons": {"cuda:0": "critical health (temperature 95 C)"},
+                      "retry_at": None}]
+    with pytest.raises(NoDevice):
+        book.place(gpu_step("t", devices=("cuda:0",)), CircuitBreaker(), {})
+    assert heard[-1]["decision"] == "unavailable" and heard[-1]["device"] is None
+
+
+def test_the_cpu_is_allowed_only_by_the_list_or_a_chain_the_document_wrote():
+    book, _ = book_of(0)
+    assert book.allowed(gpu_step("a", devices=("cuda",))) == ["cuda:0"]
+    assert book.allowed(gpu_step("b", devices=("cuda", "cpu"))) == ["cuda:0", "cpu"]
+    explicit = gpu_step("c", devices=("cuda:0",), on={"oom": ["halve_batch", "cpu"]})
+    assert book.allowed(explicit) == ["cuda:0", "cpu"]
+
+
+def test_admit_keeps_a_recovery_choice_until_its_breaker_opens():
+    book, _ = book_of(0, 0)
+    breaker = CircuitBreaker(failures=1, cooldown=60, clock=FakeClock())
+    step = gpu_step("s", devices=("cuda",))
+    assert book.admit(step, "cuda:1", breaker, {"cuda:1": 5}) == "cuda:1"
+    breaker.record_failure("cuda:1")
+    assert book.admit(step, "cuda:1", breaker, {}) == "cuda:0"
+    breaker.record_failure("cuda:0")
+    with pytest.raises(NoDevice):
+        book.admit(step, "cuda:0", breaker, {})
+
+
+def test_recovery_never_leaves_the_declared_devices():
+    """decide() over book.candidates(): the default cuda chain on a cuda-only step."""
+    import random
+
+    from maml.runtime.events import DeviceRef, ErrorInfo
+    from maml.runtime.policies import AttemptState, decide
+
+    book, _ = book_of(0, 0)
+    breaker = CircuitBreaker(failures=1, cooldown=60, clock=FakeClock())
+    step = gpu_step("s", devices=("cuda",))
+    state = AttemptState("s", params={"batch_size": 1}, device="cuda:0")
+    for _ in range(4):
+        error = ErrorInfo("oom", "X", "boom", device=DeviceRef(id=state.device, kind="cuda"))
+        breaker.record_failure(state.device)
+        decision = decide(step.policy, state, error, devices=book.candidates(step, breaker),
+                          rng=random.Random(0))
+        state.advance(error, decision)
+        assert state.device in ("cuda:0", "cuda:1")
+
+
+def test_the_plan_carries_the_memory_hint_in_bytes(runner):
+    from maml.runtime.plan import build_plan
+
+    doc = runner.write_doc({"pipeline": [{"id": "s", "block": "s", "memory": "4GiB"},
+                                         {"id": "t", "block": "s", "needs": "s"}]},
+                           {"s": "def run(inputs, params, ctx):\n    return 1"})
+    plan = build_plan(doc)
+    assert plan.steps["s"].memory == 4 * GiB and plan.steps["t"].memory is None

@@ -73,12 +73,12 @@ def test_the_hardware_class_follows_the_first_available_preference(runner):
 
 
 @pytest.mark.parametrize("pipeline, message", [
-    ([{"id": "a", "block": "nope"}], "block 'nope' not found"),
+    ([{"id": "a", "block": "nope"}], "block 'nope' is not the id of any fenced block"),
     ([{"id": "a", "block": "a", "needs": ["ghost"]}], "needs 'ghost'"),
     ([{"id": "a", "block": "a", "needs": ["b"]}, {"id": "b", "block": "a", "needs": ["a"]}],
      "cycle"),
-    ([{"id": "a", "block": "a"}, {"id": "a", "block": "a"}], "two steps are named 'a'"),
-    ([{"id": "a", "kind": "teleport", "block": "a"}], "unknown step kind 'teleport'"),
+    ([{"id": "a", "block": "a"}, {"id": "a", "block": "a"}], "step id 'a' is already used"),
+    ([{"id": "a", "kind": "teleport", "block": "a"}], "unknown kind 'teleport'"),
     ([{"id": "a", "block": "a", "device": "tpu"}], "unknown device 'tpu'"),
     ([{"id": "a", "block": "a", "policy": {"on": {"oom": ["pray"]}}}], "unknown recovery action"),
 ])

@@ -6,8 +6,8 @@ CUDA, so the device is what the executor chose and passed to the step as ctx.dev
 
 from __future__ import annotations
 
-from maml.runtime.devices import discover
-from maml.runtime.nvml_fake import FakeGPU, FakeNVML
+from maml.runtime.devices.discovery import discover
+from maml.runtime.devices.nvml_fake import FakeGPU, FakeNVML
 
 DEVICE_BODY = "def run(inputs, params, ctx):\n    return ctx.device"
 

@@ -92,7 +92,7 @@ def test_a_script_without_a_main_guard_is_not_rerun_in_the_workers(tmp_path):
     import sys
 
     (tmp_path / "d.maml.md").write_text(
-        "---\nmaml_version: '1.0'\n---\n# d\n\n## Code_Blocks\n\n```python\nresult = 7\n```\n")
+        "---\nmaml_version: '1.0'\npermissions: [execute]\n---\n# d\n\n## Code_Blocks\n\n```python\nresult = 7\n```\n")
     script = tmp_path / "script.py"
     script.write_text("import maml\nprint('ran script')\n"
                       "print(maml.run('d.maml.md', graph=False, workers=1).output)\n")

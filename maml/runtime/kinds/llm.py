@@ -41,6 +41,8 @@ class LLMKind(Kind):
     name: ClassVar[str] = "llm"
     params_schema: ClassVar[str] = "llm.json"
     device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    executes_code: ClassVar[bool] = False
+    path_params: ClassVar[tuple[str, ...]] = ("model",)
 
     def run(self, ctx: StepContext, step: StepSpec) -> dict[str, Any]:
         where = location(step)

@@ -25,7 +25,7 @@ from maml.runtime.kinds.base import Kind, StepContext, StepSpec
 
 class PythonKind(Kind):
     name: ClassVar[str] = "python"
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    params_schema: ClassVar[str] = "python.json"
     device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     #: a python block uses a GPU only when its step asks for one (device: cuda)
     default_devices: ClassVar[tuple[str, ...]] = ("cpu",)

@@ -44,6 +44,7 @@ class QuantumKind(Kind):
     name: ClassVar[str] = "quantum"
     params_schema: ClassVar[str] = "quantum.json"
     device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    executes_code: ClassVar[frozenset[str]] = frozenset({"python", "py", "python3", "qiskit"})
 
     def run(self, ctx: StepContext, step: StepSpec) -> dict[str, Any]:
         where = location(step)

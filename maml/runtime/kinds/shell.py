@@ -34,7 +34,7 @@ class CommandFailed(StepFailure):
 
 class ShellKind(Kind):
     name: ClassVar[str] = "shell"
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    params_schema: ClassVar[str] = "shell.json"
     device_classes: ClassVar[tuple[str, ...]] = ("cpu",)
 
     def run(self, ctx: StepContext, step: StepSpec) -> Any:

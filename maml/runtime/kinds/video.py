@@ -38,6 +38,8 @@ class VideoKind(Kind):
     name: ClassVar[str] = "video"
     params_schema: ClassVar[str] = "video.json"
     device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    executes_code: ClassVar[bool] = False
+    path_params: ClassVar[tuple[str, ...]] = ("source", "sink.path")
 
     def run(self, ctx: StepContext, step: StepSpec) -> dict[str, Any]:
         where = location(step)

@@ -158,8 +158,8 @@ class MoveToCpu(Action):
     name: ClassVar[str] = "cpu"
 
     def apply(self, situation: Situation) -> Effect | None:
-        if device_class(situation.device) == "cpu":
-            return None
+        if device_class(situation.device) == "cpu" or "cpu" not in situation.devices:
+            return None     # the step's device list (a contract, issue 11.3) forbids the CPU
         return Effect(changes={"device": [situation.device, "cpu"]},
                       params=dict(situation.params), device="cpu")
 

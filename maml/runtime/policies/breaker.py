@@ -50,6 +50,15 @@ class CircuitBreaker:
         with self._lock:
             return self._state(self._devices.get(device, _DeviceRecord()), self._clock())
 
+    def half_open_at(self, device: str) -> float | None:
+        """The clock time an open breaker lets a trial through; None when not open."""
+        with self._lock:
+            record = self._devices.get(device)
+            if record is None or record.opened_at is None:
+                return None
+            at = record.opened_at + self.cooldown
+            return at if at > self._clock() else None
+
     def is_open(self, device: str) -> bool:
         """True when no work may go to `device` now. In half-open, hands out the one trial."""
         with self._lock:

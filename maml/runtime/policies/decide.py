@@ -21,11 +21,13 @@ How a decision is reached, for a failure of class X:
 6. `timeout`, `hang`, `worker_lost` and `cuda_error` always set restart_worker: the worker
    is dead, stuck or holds a poisoned CUDA context, whatever the action.
 7. If the step would stay on a device that is no longer in `devices` (its breaker opened),
-   it moves to another one as `next_device` would pick, else to the CPU.
+   it moves to another one as `next_device` would pick; with none, it stays, and the
+   scheduler's placement fails the step with `device_unavailable` (or waits it out).
 
 `delay` is `policy.backoff.delay(state.retries_used, rng)`: the first retry waits ~initial.
 Devices the step already failed on (`state.failed_devices`, and the devices of its
-recorded errors) are never chosen by `next_device`. `"cpu"` is always a valid target.
+recorded errors) are never chosen by `next_device`. `devices` is the step's contract
+(maml.runtime.devices.book): the CPU is a target only when it is in the list.
 """
 
 from __future__ import annotations
@@ -140,10 +142,11 @@ def _failed_devices(state: AttemptState, error: ErrorInfo) -> set[str]:
 def _keep_on_available_device(effect: Effect, situation: Situation) -> Effect:
     """Move off a device whose breaker opened: the step must not wait on it."""
     target = effect.device or situation.device
-    if target == "cpu" or target in situation.devices:
+    if target in situation.devices:
         return effect
-    moved = NextDevice().apply(situation) or Effect(changes={"device": [situation.device, "cpu"]},
-                                                    params={}, device="cpu")
+    moved = NextDevice().apply(situation)
+    if moved is None:     # nowhere allowed: the scheduler's placement fails or waits the step
+        return effect
     changes = {**effect.changes, "device": [situation.device, moved.device]}
     return Effect(changes=changes, params=effect.params, device=moved.device,
                   clear_cache=effect.clear_cache, restart_worker=effect.restart_worker)

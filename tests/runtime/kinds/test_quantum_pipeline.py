@@ -17,6 +17,7 @@ from maml.runtime.kinds.quantum import aer_devices
 WIDE_GHZ = """---
 maml_version: "1.0"
 id: wide-ghz
+permissions: {{execute: true}}
 policy:
   retries: 3
   backoff: {{initial: 0s, max: 0s}}

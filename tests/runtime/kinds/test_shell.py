@@ -38,7 +38,7 @@ def test_a_non_zero_exit_is_a_user_error_with_the_stderr_tail(runner, events):
 
 def test_a_shell_step_needs_permissions_execute(runner):
     doc = runner.write_doc({"pipeline": [{"id": "sh", "kind": "shell", "block": "sh"}]},
-                           {"sh": "#!bash\necho hi"})
+                           {"sh": "#!bash\necho hi"}, execute=False)
     with pytest.raises(RefusedError, match="permissions") as caught:
         runner.run(doc)
     assert caught.value.step == "sh" and caught.value.exit_code == 3

@@ -84,7 +84,7 @@ def discover(*, provider: Any = None) -> Inventory:
     cpu = cpu_device()
     if provider is not None:
         return _from_provider(provider, cpu)
-    from maml.runtime.nvml import NVMLUnavailable, open_provider
+    from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
 
     try:
         nvml = open_provider()
@@ -145,7 +145,7 @@ def _number(devices: list[DeviceInfo]) -> list[DeviceInfo]:
 # -- NVML ------------------------------------------------------------------------------------
 
 def _from_provider(provider: Any, cpu: DeviceInfo) -> Inventory:
-    from maml.runtime.nvml import GPUReadError
+    from maml.runtime.devices.nvml import GPUReadError
 
     units: list[DeviceInfo] = []
     unreadable: list[int] = []
@@ -223,7 +223,7 @@ def gpu_device_files() -> list[str]:
 
 def torch_devices() -> tuple[list[DeviceInfo], str | None]:
     """GPUs as torch sees them, asked in a child process; (devices, problem or None)."""
-    code = "from maml.runtime.devices import _torch_probe; _torch_probe()"
+    code = "from maml.runtime.devices.discovery import _torch_probe; _torch_probe()"
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=_TORCH_PROBE_TIMEOUT, check=False)

@@ -1,4 +1,4 @@
-"""FakeNVML: the provider interface of maml.runtime.nvml, backed by scripted GPU states.
+"""FakeNVML: the provider interface of maml.runtime.devices.nvml, backed by scripted GPU states.
 
 Tests (and users' chaos tests) use it to run discovery, the health monitor and placement on a
 machine without a GPU, through the same code paths the real NVML provider feeds. Each GPU has a
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maml.runtime.nvml import GPUReadError, Memory, MigDevice, RemappedRows
+from maml.runtime.devices.nvml import GPUReadError, Memory, MigDevice, RemappedRows
 
 GiB = 2**30
 
@@ -60,7 +60,7 @@ class FakeNVML:
     def from_file(cls, path: str) -> FakeNVML:
         """A fake from JSON: a list of FakeGPU fields, or {"gpus": [...]}. A file that cannot
         be used raises NVMLUnavailable, so callers treat it like a missing NVML."""
-        from maml.runtime.nvml import NVMLUnavailable
+        from maml.runtime.devices.nvml import NVMLUnavailable
 
         try:
             with open(path, encoding="utf-8") as handle:

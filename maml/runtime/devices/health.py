@@ -20,7 +20,7 @@ A sample is a plain dict (what `ErrorInfo.health` and `on_device_sample` carry):
     utilization_gpu (%), temperature (°C), power_w, power_limit_w, throttle_reasons (names),
     ecc_uncorrectable, remapped_rows_pending (bool), remap_failure, retired_pages_pending,
     xid (list of ints), state, reasons (["code: detail", ...]), and "error" when reading failed.
-Missing readings are None. The monitor only reads (see maml.runtime.nvml).
+Missing readings are None. The monitor only reads (see maml.runtime.devices.nvml).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from maml.runtime.devices import DeviceInfo, discover
-from maml.runtime.health_config import Thresholds, load_thresholds, thresholds_from_mapping
-from maml.runtime.nvml import GPUReadError
+from maml.runtime.devices.discovery import DeviceInfo, discover
+from maml.runtime.devices.health_config import Thresholds, load_thresholds, thresholds_from_mapping
+from maml.runtime.devices.nvml import GPUReadError
 
 __all__ = ["STATES", "HealthMonitor", "Thresholds", "classify_sample", "load_thresholds",
            "start_monitor", "thresholds_from_mapping"]
@@ -282,7 +282,7 @@ def start_monitor(inventory: Any, *, emit: Callable[..., None] | None = None,
     if not gpus:
         return None
     if provider is None:
-        from maml.runtime.nvml import NVMLUnavailable, open_provider
+        from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
 
         try:
             provider = open_provider()

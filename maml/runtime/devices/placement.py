@@ -3,9 +3,13 @@
 `choose_device(["cuda", "cpu"], inventory, ...)` walks the step's preferences in order. A class
 ("cuda") means any GPU: of those that are not critical, not behind an open circuit breaker, not
 avoided (the device the last attempt failed on, for `next_device`) and with room for the step's
-`memory:` hint, it picks the healthy one with the most free memory (warning devices only after
-every healthy one). A named device ("cuda:1") must itself pass the same checks. When nothing
-in a preference fits, the next preference is tried; None when nothing fits at all.
+`memory:` hint, it picks the best by, in order: healthy before warning; a free worker slot
+(`load` below `slots`: attempts already running or queued there) before a full device; the most
+free memory; the fewest attempts there; the lowest index. So concurrent ready steps spread over
+idle GPUs (a busy GPU with more free memory does not attract a second step while another GPU
+idles), and among idle GPUs the roomiest wins. A named device ("cuda:1") must itself pass the
+same checks. When nothing in a preference fits, the next preference is tried; None when
+nothing fits at all.
 
 Free memory is the freshest known: the health monitor's latest sample where one is given
 (`latest=monitor.latest`), else what discovery saw. For the CPU the hint is checked against
@@ -23,7 +27,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from maml.errors import UsageError
-from maml.runtime.devices import DeviceInfo, Inventory
+from maml.runtime.devices.discovery import DeviceInfo, Inventory
 from maml.vocabulary import normalise_device
 
 _STATE_RANK = {"healthy": 0, "warning": 1}
@@ -34,14 +38,29 @@ def choose_device(preferences: Sequence[str], inventory: Inventory, *,
                   open_breakers: Collection[str] | Callable[[str], bool] = (),
                   avoid: Collection[str] = (), memory: int | None = None,
                   latest: Callable[[str], Mapping[str, Any] | None] | None = None,
+                  load: Mapping[str, int] | None = None, slots: int = 1,
                   ) -> DeviceInfo | None:
     health = health or {}
     is_open = open_breakers if callable(open_breakers) else open_breakers.__contains__
     for preference in preferences:
-        for device in _candidates(_normalise(preference), inventory, health, avoid, memory, latest):
+        usable = _candidates(_normalise(preference), inventory, health, avoid, memory, latest)
+        for device in rank(usable, health=health, latest=latest, load=load, slots=slots):
             if not is_open(device.id):
                 return device
     return None
+
+
+def rank(devices: Sequence[DeviceInfo], *, health: Mapping[str, str] | None = None,
+         latest: Callable[[str], Mapping[str, Any] | None] | None = None,
+         load: Mapping[str, int] | None = None, slots: int = 1) -> list[DeviceInfo]:
+    """`devices` best first: healthy, a free slot, most free memory, fewest attempts, index."""
+    health, load = health or {}, load or {}
+
+    def key(d: DeviceInfo) -> tuple[Any, ...]:
+        busy = load.get(d.id, 0)
+        return (_STATE_RANK.get(health.get(d.id, "healthy"), 1), busy >= max(1, slots),
+                -(_free(d, latest) or 0), busy, d.index or 0)
+    return sorted(devices, key=key)
 
 
 def _normalise(preference: str) -> str:
@@ -54,16 +73,14 @@ def _normalise(preference: str) -> str:
 def _candidates(preference: str, inventory: Inventory, health: Mapping[str, str],
                 avoid: Collection[str], memory: int | None,
                 latest: Callable[[str], Mapping[str, Any] | None] | None) -> list[DeviceInfo]:
-    """Devices matching one preference that may take the work, best first."""
+    """Devices matching one preference that may take the work, in inventory order."""
     if ":" in preference or preference == "cpu":
         matching = [d for d in inventory.devices if d.id == preference]
     else:
         matching = [d for d in inventory.devices if d.kind == preference]
-    usable = [d for d in matching
-              if health.get(d.id, "healthy") != "critical" and d.id not in avoid
-              and _fits(d, memory, latest)]
-    return sorted(usable, key=lambda d: (_STATE_RANK.get(health.get(d.id, "healthy"), 1),
-                                         -(_free(d, latest) or 0), d.index or 0))
+    return [d for d in matching
+            if health.get(d.id, "healthy") != "critical" and d.id not in avoid
+            and _fits(d, memory, latest)]
 
 
 def _free(device: DeviceInfo, latest: Callable[[str], Mapping[str, Any] | None] | None) -> int | None:

@@ -114,7 +114,7 @@ def open_provider() -> Any:
     Raises NVMLUnavailable when neither can be had."""
     fake = os.environ.get("MAML_FAKE_NVML")
     if fake:
-        from maml.runtime.nvml_fake import FakeNVML
+        from maml.runtime.devices.nvml_fake import FakeNVML
 
         return FakeNVML.from_file(fake)
     return open_nvml()
@@ -334,7 +334,7 @@ class NVMLProvider:
 def __getattr__(name: str) -> Any:
     # FakeNVML lives in its own module (it needs the types above); importable from here too
     if name in ("FakeNVML", "FakeGPU"):
-        from maml.runtime import nvml_fake
+        from maml.runtime.devices import nvml_fake
 
         return getattr(nvml_fake, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,135 @@
+"""What runs inside Ray: one actor per device slot, and how Ray's own failures read.
+
+`SlotActor` holds a maml `Worker` (maml.runtime.worker_main) for the life of the actor, so a
+kind's cached state (a loaded model, a compiled circuit) stays warm from one attempt to the
+next exactly as in a local worker process. `attempt(request)` is a Ray streaming generator:
+it first yields ("where", location) — node id, node IP, pid, the GPU Ray assigned and its
+UUID — then every message the worker would write on its pipe locally ("started", "hb",
+"log", "progress", "checkpoint"), and ends after "result" or "error". The attempt itself
+runs on a thread of the actor, so heartbeats flow while it works; an injected fault is
+raised there, inside the Ray worker.
+
+`ray_failure(exc)` turns an exception Ray raised on the driver into what the scheduler
+needs: ("lost", message, facts) for a dead actor or node (-> `worker_lost`), or
+("failed", error_class, message, facts) for Ray's memory monitor (`oom`), a lost object
+(`transient`) and an unreachable cluster (`device_unavailable`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+#: messages after which an attempt's stream ends
+_FINAL = ("result", "error")
+
+
+class _QueueConn:
+    """The worker's pipe, as a queue the generator reads from."""
+
+    def __init__(self, messages: queue.SimpleQueue) -> None:
+        self.messages = messages
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self.messages.put(message)
+
+
+class SlotActor:
+    """A warm maml worker inside a Ray actor (decorated with ray.remote by the backend)."""
+
+    def __init__(self, worker_id: str) -> None:
+        from maml.runtime.worker_main import Worker
+
+        self._messages: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker = Worker(_QueueConn(self._messages), worker_id)
+        self._where = location()
+
+    def where(self) -> dict[str, Any]:
+        return dict(self._where)
+
+    def attempt(self, request: Any) -> Iterator[tuple[Any, ...]]:
+        yield ("where", self._where)
+        request = as_seen_here(request, self._where)
+        threading.Thread(target=self._worker.run_attempt, args=(request,), daemon=True,
+                         name=f"maml-attempt-{request.step.id}").start()
+        while True:
+            message = self._messages.get()
+            if message[0] == "released":
+                continue
+            yield message
+            if message[0] in _FINAL:
+                return
+
+    def release(self) -> bool:
+        """Drop the kinds' cached state (the backend's clear_cache)."""
+        self._worker.release()
+        return True
+
+
+def location() -> dict[str, Any]:
+    """Where this actor runs: node id and IP, pid, the GPU Ray assigned (its UUID where
+    NVML can read it), CUDA_VISIBLE_DEVICES as Ray set it, the resources it holds."""
+    import ray
+
+    context = ray.get_runtime_context()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu_ids = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+    return {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(), "gpu_ids": gpu_ids, "cuda_visible_devices": visible,
+            "gpu_uuid": _gpu_uuid() if gpu_ids else None,
+            "resources": {k: float(v) for k, v in context.get_assigned_resources().items()}}
+
+
+def _gpu_uuid() -> str | None:
+    """The UUID of the one GPU this process sees (Ray set CUDA_VISIBLE_DEVICES), via NVML."""
+    from maml.runtime.devices.discovery import discover
+    from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
+
+    try:
+        provider = open_provider()
+    except NVMLUnavailable:
+        return None
+    try:
+        gpus = discover(provider=provider).gpus()
+    finally:
+        provider.close()
+    return gpus[0].uuid if gpus else None
+
+
+def as_seen_here(request: Any, where: dict[str, Any]) -> Any:
+    """The request as this actor sees it: a GPU step's device becomes "cuda:0", the one GPU
+    Ray left visible, with that GPU's UUID; the scheduler's slot id stays in the record."""
+    device = request.device
+    if device.kind != "cuda" or len(where.get("gpu_ids") or []) != 1:
+        return request
+    here = dataclasses.replace(device, id="cuda:0", index=0,
+                               uuid=where.get("gpu_uuid") or device.uuid)
+    return dataclasses.replace(request, device=here)
+
+
+def ray_failure(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
+    """(outcome, error_class, message, facts) for an exception Ray raised on the driver.
+    outcome is "lost" (the scheduler makes it `worker_lost`) or "failed"."""
+    from ray import exceptions as rex
+
+    text = str(exc).strip().splitlines()
+    first = next((line for line in text if line.strip()), type(exc).__name__)
+    facts: dict[str, Any] = {"ray_error": type(exc).__name__}
+    if isinstance(exc, rex.OutOfMemoryError) or "memory monitor" in str(exc):
+        return "failed", "oom", f"Ray's memory monitor killed the worker: {first}", facts
+    if isinstance(exc, (rex.ObjectLostError, rex.ObjectFetchTimedOutError)):
+        return "failed", "transient", f"Ray lost an object of the attempt: {first}", facts
+    if isinstance(exc, rex.ActorUnavailableError):
+        return "failed", "transient", f"the Ray actor is unreachable for now: {first}", facts
+    if isinstance(exc, (rex.ActorDiedError, rex.RayActorError, rex.WorkerCrashedError,
+                        rex.NodeDiedError)):
+        if "node" in str(exc).lower() and "died" in str(exc).lower():
+            facts["node_died"] = True
+        return "lost", "worker_lost", f"the Ray worker died during the attempt: {first}", facts
+    if isinstance(exc, (rex.RaySystemError, rex.GetTimeoutError, ConnectionError)):
+        return "failed", "device_unavailable", f"the Ray cluster is unreachable: {first}", facts
+    return "lost", "worker_lost", f"Ray failed the attempt: {type(exc).__name__}: {first}", facts

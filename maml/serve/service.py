@@ -1,0 +1,356 @@
+"""Service: every operation the HTTP API, the dashboard and the MCP tools offer, once.
+
+    service = Service(state_dir=".maml", concurrency=2); service.start()
+    run_id = service.submit(document=text, params={...}, principal="alice")
+    service.run(run_id)        # the `maml run --json` object; status queued|running until it ends
+    service.close()
+
+Errors are MamlError subclasses (UsageError for a caller's mistake, DocumentError with
+diagnostics for a document that cannot run, NotFound for an unknown run or step); the
+HTTP layer maps them to status codes and MCP to tool errors, both with maml's codes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from maml.errors import DocumentError, MamlError, UsageError
+from maml.serve.hub import EventHub
+from maml.serve.records import Records, RunRequest, next_seq
+from maml.serve.runner import CancelToken, RunCancelled, Runner
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "partial", "interrupted", "cancelled"})
+
+
+class NotFound(UsageError):
+    """An unknown run, step or log: the caller's mistake (HTTP 404)."""
+
+
+class Service:
+    def __init__(self, *, state_dir: str | os.PathLike[str] = ".maml", concurrency: int = 2,
+                 graph: str | os.PathLike[str] | None = None,
+                 roots: list[str | os.PathLike[str]] | None = None,
+                 workers: int | None = None) -> None:
+        self.records = Records(state_dir)
+        self.state_dir = self.records.state_dir
+        self.roots = [Path(r).resolve() for r in (roots or [os.getcwd()])]
+        self.workers = workers
+        #: who runs documents submitted without a token of their own (stdio MCP)
+        self.principal: str | None = None
+        self.hub = EventHub(persist=self.records.append_event)
+        self.runner = Runner(self.execute, concurrency=concurrency)
+        self._graph_path = graph
+        self.recorder: Any = None
+        self.inventory: Any = None
+        self._requests: dict[str, RunRequest] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._devices: Any = None
+        self._graph_cache: tuple[Any, Any] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Own the state dir's queue, then queue again every run that had not ended."""
+        from maml.graph import Recorder
+        from maml.runtime.devices import discover
+
+        self.records.lock()
+        self.recorder = Recorder(self._graph_path)
+        self.inventory = discover()
+        self._seq = next_seq(self.records)
+        for request in self.records.requests():
+            self._requests[request.run_id] = request
+            view = self.hub.restore(request.run_id, self.records.events(request.run_id))
+            final = self.records.final(request.run_id)
+            if final is None:
+                self.hub.publish(request.run_id, "run_requeued")
+                self.runner.put(request)
+            else:
+                view.status = final["result"]["status"]
+        self.runner.start()
+
+    def close(self) -> None:
+        self.runner.stop()
+        if self.recorder is not None:
+            self.recorder.close()
+        if self._devices is not None:
+            self._devices.close()
+        self.records.unlock()
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def submit(self, *, document: str | None = None, path: str | None = None,
+               params: dict[str, Any] | None = None, inject: list[str] | None = None,
+               input: Any = None, require_signed: bool = False,
+               principal: str | None = None) -> str:
+        """Check the document and accept the run (durably); returns its run id."""
+        text, where = self._source(document, path)
+        doc = self._checked(text, where, params or {}, list(inject or ()), require_signed)
+        with self._lock:
+            self._seq += 1
+            request = RunRequest(run_id="", seq=self._seq, document=text, path=doc.path,
+                                 params=dict(params or {}), inject=list(inject or ()),
+                                 input=input, require_signed=require_signed,
+                                 principal=principal, submitted_at=time.time())
+            self.records.accept(request)
+            self._requests[request.run_id] = request
+        self.hub.publish(request.run_id, "run_queued", document=doc.path,
+                         steps=self._dag(doc, params or {}))
+        self.runner.put(request)
+        return request.run_id
+
+    def _source(self, document: str | None, path: str | None) -> tuple[str, str]:
+        if (document is None) == (path is None):
+            raise UsageError("give exactly one of `document` (the text) and `path`")
+        if document is not None:
+            return document, self.records.store_document(document)
+        resolved = Path(path).resolve()   # type: ignore[arg-type]
+        if not any(resolved.is_relative_to(root) for root in self.roots):
+            raise UsageError(f"{path}: outside the directories this server may read "
+                             f"({', '.join(map(str, self.roots))}; see `maml serve --root`)")
+        try:
+            return resolved.read_text(encoding="utf-8"), str(resolved)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: cannot be read: {exc}") from None
+
+    def _checked(self, text: str, where: str, params: dict[str, Any], inject: list[str],
+                 require_signed: bool) -> Any:
+        """The parsed document, or DocumentError / UsageError before anything is accepted."""
+        import maml
+        from maml.runtime.inject import build_fault_plan
+
+        doc = maml.parse(text, path=where)
+        errors = [d for d in maml.validate(doc) if d.severity == "error"]
+        if errors:
+            first = errors[0]
+            raise DocumentError(f"{first.message} [{first.code}]", diagnostics=errors,
+                                path=where, line=first.line, step=first.step)
+        try:
+            build_fault_plan(inject, None)
+        except ValueError as exc:
+            raise UsageError(f"inject: {exc}") from None
+        if require_signed and "require_signed" not in _run_options():
+            raise UsageError("require_signed: this maml cannot check document signatures")
+        return doc
+
+    def _dag(self, doc: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+        from maml.runtime.plan import build_plan
+
+        plan = build_plan(doc, overrides=params, device_classes=self._device_classes())
+        return [{"id": s.id, "kind": s.kind, "needs": list(s.needs),
+                 "devices": list(s.devices), "line": s.line} for s in plan.steps.values()]
+
+    def _device_classes(self) -> set[str]:
+        return {d.kind for d in self.inventory.devices} if self.inventory else {"cpu"}
+
+    def execute(self, request: RunRequest, token: CancelToken) -> None:
+        """Run one accepted request to its end and write its final record. The one place
+        the service calls the runtime: resume=run_id makes a first run and a restart alike."""
+        import maml
+
+        started = time.time()
+        options = {"require_signed": True} if request.require_signed else {}
+        try:
+            doc = maml.parse(request.document, path=request.path)
+            result = maml.run(doc, graph=False, observers=[self.recorder, self.hub, token],
+                              resume=request.run_id, state_dir=self.state_dir,
+                              params=request.params, inject=request.inject,
+                              input=request.input, principal=request.principal,
+                              inventory=self.inventory, workers=self.workers, **options)
+        except RunCancelled as stop:
+            if stop.reason == "shutdown":
+                return                      # not ended: the next start resumes it
+            self._end_unrecorded(request, "cancelled", started, "cancelled by request")
+        except MamlError as exc:
+            self._end_unrecorded(request, "failed", started, exc.format(), code=exc.code)
+        except Exception as exc:
+            log.exception("run %s", request.run_id)
+            self._end_unrecorded(request, "failed", started, f"internal error: "
+                                 f"{type(exc).__name__}: {exc}", code="MAML-E000")
+        else:
+            payload = result.to_json()
+            payload["graph"] = str(self.recorder.path)
+            self._finish(request.run_id, payload, started, result.problems, result.output)
+
+    def _end_unrecorded(self, request: RunRequest, status: str, started: float, problem: str,
+                        code: str | None = None) -> None:
+        """A run that ended without the runtime's result: cancelled, refused, or our bug."""
+        view = self.hub.views.get(request.run_id)
+        if view is not None and view.started_at is not None:
+            self.recorder.on_run_finished(run_id=request.run_id, status="interrupted",
+                                          errors=view.errors, recoveries=view.recoveries,
+                                          duration=time.time() - started)
+        result = self._live(request.run_id)
+        result["status"] = status
+        self._finish(request.run_id, result, started, [problem], None, code)
+
+    def _finish(self, run_id: str, result: dict[str, Any], started: float,
+                problems: list[str], output: Any, code: str | None = None) -> None:
+        self.records.finish(run_id, {"result": result, "problems": problems, "output": output,
+                                     "code": code, "started_at": started,
+                                     "finished_at": time.time()})
+        self.hub.publish(run_id, "run_finished", status=result["status"],
+                         errors=result.get("errors", 0), recoveries=result.get("recoveries", 0),
+                         problems=problems)
+
+    def request(self, run_id: str) -> RunRequest:
+        try:
+            return self._requests[run_id]
+        except KeyError:
+            raise NotFound(f"no run {run_id!r} on this server") from None
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """The run as `maml run --json` prints it (status queued|running until it ends),
+        plus document, times, problems and each step's attempt history."""
+        request = self.request(run_id)
+        final = self.records.final(run_id)
+        view = self.hub.views.get(run_id)
+        result = dict(final["result"]) if final else self._live(run_id)
+        for step_id, step in result.get("steps", {}).items():
+            live = view.steps.get(step_id, {}) if view else {}
+            step.setdefault("error", live.get("error"))
+            step["history"] = live.get("history", [])
+        result.update(document=request.path, principal=request.principal,
+                      submitted_at=request.submitted_at,
+                      started_at=view.started_at if view else None,
+                      finished_at=final["finished_at"] if final else None,
+                      problems=final["problems"] if final else [],
+                      dag=view.dag if view else [], queued=request.run_id in self.runner.queued())
+        return result
+
+    def _live(self, run_id: str) -> dict[str, Any]:
+        from maml.runtime.checkpoint import RunStore
+
+        view = self.hub.views.get(run_id)
+        store = RunStore(self.state_dir, run_id)
+        steps = {}
+        for step_id, step in (view.steps.items() if view else ()):
+            output = None
+            if step["status"] in ("succeeded", "cached"):
+                committed = store.committed(step_id)
+                output = committed["output"] if committed else None
+            status = step["status"] if step["status"] in ("succeeded", "failed", "skipped",
+                                                          "cached", "cancelled") else "running"
+            status = "pending" if step["status"] == "pending" else status
+            steps[step_id] = {"status": status, "attempts": step["attempts"],
+                              "device": step["device"], "params": step["params"],
+                              "output": output, "error": step["error"]}
+        status = view.status if view else "queued"
+        status = "queued" if status in ("queued", "requeued") else status
+        status = status if status in FINAL_STATUSES | {"queued"} else "running"
+        return {"run_id": run_id, "status": status, "steps": steps,
+                "errors": view.errors if view else 0,
+                "recoveries": view.recoveries if view else 0,
+                "graph": str(self.recorder.path) if self.recorder else None}
+
+    def runs(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first: id, status, document, times, errors, recoveries, step counts."""
+        rows = []
+        for request in sorted(self._requests.values(), key=lambda r: r.seq, reverse=True):
+            view = self.hub.views.get(request.run_id)
+            final = self.records.final(request.run_id)
+            row_status = final["result"]["status"] if final else self._live_status(view)
+            if status and row_status != status:
+                continue
+            steps = view.steps.values() if view else ()
+            rows.append({"run_id": request.run_id, "status": row_status,
+                         "document": request.path, "submitted_at": request.submitted_at,
+                         "started_at": view.started_at if view else None,
+                         "finished_at": final["finished_at"] if final else None,
+                         "errors": view.errors if view else 0,
+                         "recoveries": view.recoveries if view else 0,
+                         "steps": len(view.steps) if view else 0,
+                         "steps_done": sum(s["status"] in ("succeeded", "cached")
+                                           for s in steps)})
+            if len(rows) >= limit:
+                break
+        return rows
+
+    @staticmethod
+    def _live_status(view: Any) -> str:
+        if view is None or view.status in ("queued", "requeued"):
+            return "queued"
+        return view.status if view.status in FINAL_STATUSES else "running"
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        """Cancel a queued or running run; a run that has ended is left as it is."""
+        request = self.request(run_id)
+        where = self.runner.cancel(run_id)
+        if where == "queued":
+            self.hub.publish(run_id, "run_cancelled")
+            self._finish(run_id, {**self._live(run_id), "status": "cancelled"},
+                         request.submitted_at, ["cancelled before it started"], None)
+        return {"run_id": run_id, "cancelled": where is not None,
+                "was": where or self.run(run_id)["status"]}
+
+    def logs(self, run_id: str, step: str, attempt: int | None = None) -> list[dict[str, Any]]:
+        """A step's per-attempt logs: [{"attempt", "text"}], oldest first."""
+        from maml.runtime.checkpoint import safe_name
+
+        self.request(run_id)
+        log_dir = self.state_dir / "runs" / run_id / "logs"
+        found = []
+        for path in sorted(log_dir.glob(f"{safe_name(step)}.*.log")):
+            number = path.name[len(safe_name(step)) + 1:-len(".log")]
+            if number.isdigit() and (attempt is None or int(number) == attempt):
+                found.append({"attempt": int(number),
+                              "text": path.read_text(encoding="utf-8", errors="replace")})
+        view = self.hub.views.get(run_id)
+        if not found and (view is None or step not in view.steps):
+            raise NotFound(f"run {run_id} has no step {step!r}")
+        return sorted(found, key=lambda entry: entry["attempt"])
+
+    # -- documents, devices, the graph ----------------------------------------------------
+
+    def validate(self, *, document: str | None = None, path: str | None = None) -> dict[str, Any]:
+        """`maml validate --json`'s object for one document."""
+        import maml
+
+        text, where = self._source(document, path)
+        shown = where if path is not None else "<document>"
+        diagnostics = maml.validate(maml.parse(text, path=shown))
+        valid = not any(d.severity == "error" for d in diagnostics)
+        return {"documents": [{"path": shown, "valid": valid,
+                               "diagnostics": [d.to_dict() for d in diagnostics]}]}
+
+    def devices(self) -> dict[str, Any]:
+        """`maml devices --json`'s object, sampled now (GPU health from NVML or FakeNVML)."""
+        from maml.serve.devices import DevicePanel
+
+        with self._lock:
+            if self._devices is None:
+                self._devices = DevicePanel()
+        return self._devices.snapshot()
+
+    def graph(self) -> Any:
+        """The verified error graph, reloaded only when its log has grown."""
+        import maml.graph
+
+        path = Path(self.recorder.path)
+        stamp = path.stat().st_size if path.exists() else -1
+        with self._lock:
+            if self._graph_cache is None or self._graph_cache[0] != stamp:
+                if stamp < 0:
+                    raise NotFound(f"no error graph at {path} yet: no run has been recorded")
+                self._graph_cache = (stamp, maml.graph.open(path))
+            return self._graph_cache[1]
+
+    def verify_graph(self) -> dict[str, Any]:
+        from maml.graph import verify_path
+
+        return verify_path(self.recorder.path).to_dict()
+
+
+def _run_options() -> set[str]:
+    from maml.runtime.api import run_document
+
+    return set(inspect.signature(run_document).parameters)
