@@ -15,9 +15,9 @@
    assert", "illegal memory access", "CUBLAS_STATUS", "cuDNN error" -> cuda_error;
 4. the explicit cause (`raise X from oom`) is classified the same way, so document code that
    wraps an OOM in its own exception still reads as an OOM;
-5. any other Exception whose traceback passes through code outside the maml package (the
-   document's code, or a library it called) -> user_error; everything else (a bug inside
-   maml, KeyboardInterrupt, SystemExit) -> unknown.
+5. any other Exception (or SystemExit: "the block called sys.exit(3)") whose traceback
+   passes through code outside the maml package (the document's code, or a library it
+   called) -> user_error; everything else (a bug inside maml, KeyboardInterrupt) -> unknown.
 
 `timeout`, `hang` and `worker_lost` are decided by the executor's watchdog, not here; it
 records them with `synthetic_error()`.
@@ -41,8 +41,8 @@ from typing import Any
 from maml.runtime.events import DeviceRef, ErrorInfo
 from maml.vocabulary import ERROR_CLASSES
 
-__all__ = ["ERROR_CLASSES", "classify", "describe", "synthetic_error", "traceback_digest",
-           "qualified_name"]
+__all__ = ["CUDA_ERROR_MARKERS", "CUDA_OOM_MARKERS", "ERROR_CLASSES", "classify", "describe",
+           "headline", "locate", "synthetic_error", "traceback_digest", "qualified_name"]
 
 _BY_TYPE: dict[str, str] = {
     "torch.OutOfMemoryError": "oom",
@@ -59,9 +59,12 @@ _BY_TYPE: dict[str, str] = {
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ECONNRESET,
                                errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE,
                                errno.EINTR, errno.ENETUNREACH, errno.EHOSTUNREACH})
-_OOM_MESSAGES = ("cuda out of memory", "cuda error: out of memory")
-_CUDA_MESSAGES = ("cuda error", "device-side assert", "illegal memory access",
-                  "cublas_status", "cudnn error", "cudnn_status")
+#: the one list of message markers of CUDA failures raised as plain RuntimeError (lower case);
+#: kinds that translate torch's errors (kinds/_torch.py) read these too
+CUDA_OOM_MARKERS = ("cuda out of memory", "cuda error: out of memory")
+CUDA_ERROR_MARKERS = ("cuda error", "device-side assert", "illegal memory access",
+                      "cublas_status", "cudnn error", "cudnn_status", "cuda driver error",
+                      "nccl error", "unspecified launch failure")
 _SYNTHETIC_TYPES = {"timeout": "maml.WatchdogTimeout", "hang": "maml.HeartbeatLost",
                     "worker_lost": "maml.WorkerLost"}
 _MAML_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +83,7 @@ def classify(exc: BaseException, *, injected: bool = False) -> str:
         found = _classify_one(link)
         if found is not None:
             return found
-    if isinstance(exc, Exception) and _raised_outside_maml(exc):
+    if isinstance(exc, (Exception, SystemExit)) and _raised_outside_maml(exc):
         return "user_error"
     return "unknown"
 
@@ -97,9 +100,9 @@ def _classify_one(exc: BaseException) -> str | None:
         return "transient"
     if isinstance(exc, RuntimeError):
         message = str(exc).lower()
-        if any(marker in message for marker in _OOM_MESSAGES):
+        if any(marker in message for marker in CUDA_OOM_MARKERS):
             return "oom"
-        if any(marker in message for marker in _CUDA_MESSAGES):
+        if any(marker in message for marker in CUDA_ERROR_MARKERS):
             return "cuda_error"
     return None
 
@@ -117,7 +120,7 @@ def _raised_outside_maml(exc: BaseException) -> bool:
     frames = tb.extract_tb(exc.__traceback__) if exc.__traceback__ else []
     if not frames:
         return True   # never raised: nothing says maml made it, so it came from the step
-    return any(not os.path.abspath(f.filename).startswith(_MAML_DIR + os.sep) for f in frames)
+    return any(not _in_maml(f.filename) for f in frames)
 
 
 def describe(exc: BaseException, *, injected: bool = False, worker_id: str | None = None,
@@ -128,10 +131,55 @@ def describe(exc: BaseException, *, injected: bool = False, worker_id: str | Non
         error_class=classify(exc, injected=injected),
         exception_type=qualified_name(type(exc)),
         message=_message(exc),
-        traceback="".join(tb.format_exception(exc)),
+        traceback=format_traceback(exc),
         traceback_digest=traceback_digest(exc),
         injected=injected, worker_id=worker_id, device=device, context=dict(context or {}),
     )
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The traceback as Python prints it, less maml's own frames (the worker's loop, the
+    kind's exec) when the document's or a library's frames remain: what the user wrote is
+    what the user reads. A failure entirely inside maml keeps every frame."""
+    report = tb.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    link: tb.TracebackException | None = report
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        kept = [f for f in link.stack if not _in_maml(f.filename)]
+        if kept:
+            link.stack = tb.StackSummary.from_list(kept)
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    return "".join(report.format())
+
+
+def _in_maml(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_MAML_DIR + os.sep)
+
+
+def locate(exc: BaseException, filename: str) -> dict[str, Any] | None:
+    """Where in the document `exc` was raised: the innermost frame in `filename` (a block's
+    code is compiled under the document's path, with document line numbers), as
+    {"path", "line", "in"}; "in" is "block load" for module level, else "name()"."""
+    for link in _chain(exc):
+        frames = tb.extract_tb(link.__traceback__) if link.__traceback__ else []
+        mine = [f for f in frames if f.filename == filename]
+        if mine:
+            frame = mine[-1]
+            where = "block load" if frame.name == "<module>" else f"{frame.name}()"
+            return {"path": filename, "line": frame.lineno, "in": where}
+    return None
+
+
+def headline(error: ErrorInfo) -> str:
+    """One line for a person: `KeyError: 'records' at doc.maml.md:13 (block load)`."""
+    name = error.exception_type.rsplit(".", 1)[-1] if error.exception_type else error.error_class
+    first = (error.message.strip().splitlines() or [""])[0]
+    text = f"{name}: {first}" if first else name
+    where = error.context.get("location") if isinstance(error.context, dict) else None
+    if isinstance(where, dict) and where.get("line"):
+        text += f" at {where.get('path')}:{where['line']} ({where.get('in')})"
+    return text
 
 
 def synthetic_error(error_class: str, message: str, *, injected: bool = False,
@@ -169,6 +217,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _message(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"the block called sys.exit({exc.code!r})"
     text = str(exc)
     return text if len(text) <= 4000 else text[:4000] + " ...[truncated]"
 

@@ -3,11 +3,14 @@
 The parent parses the specs into a `FaultPlan` and tells the worker, with each attempt
 request, which fault (if any) that attempt must suffer. The worker then raises the *real*
 failure (`raise_fault`), so classification, the watchdog and recovery take exactly the
-path a real failure would:
+path a real failure would. A kind may choose where the fault strikes (the python kind: after
+the block's module level ran, where a real OOM would come); otherwise it strikes before the
+kind runs.
 
-    oom          torch.cuda.OutOfMemoryError when torch imports, else MemoryError
-    cuda_error   torch.AcceleratorError (else a RuntimeError with CUDA's message); the
-                 worker's context is then poisoned: later attempts in it fail the same way
+    oom          torch.cuda.OutOfMemoryError where the step imported torch, else MemoryError
+    cuda_error   torch.AcceleratorError where the step imported torch (else a RuntimeError
+                 with CUDA's message); the worker's context is then poisoned: later
+                 attempts in it fail the same way
     timeout      a real sleep past the attempt's timeout (heartbeats go on)
     hang         heartbeats stop (thread and ctx.heartbeat) and the worker blocks
     worker_lost  os.kill(own pid, SIGKILL)
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -129,20 +133,15 @@ def raise_fault(error: str, *, timeout: float | None, stop_heartbeats: threading
 
 
 def _oom() -> BaseException:
-    try:
-        import torch
-    except ImportError:
+    torch = sys.modules.get("torch")    # never imported for this: ~0.3 GB a worker would keep
+    if torch is None:
         return MemoryError("injected out of memory")
     return torch.cuda.OutOfMemoryError(
         "CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
 
 
 def _cuda_fault() -> BaseException:
-    try:
-        import torch
-        accelerator_error = getattr(torch, "AcceleratorError", None)
-    except ImportError:
-        accelerator_error = None
+    accelerator_error = getattr(sys.modules.get("torch"), "AcceleratorError", None)
     if accelerator_error is not None:
         try:
             return accelerator_error(CUDA_FAULT_MESSAGE)

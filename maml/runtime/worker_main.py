@@ -6,8 +6,8 @@ on its one duplex pipe (tuples, first item the message type):
 
     executor -> worker   ("attempt", AttemptRequest) | ("release",) | ("stop",)
     worker -> executor   ("ready", pid)
-                         ("started", attempt)              the attempt began
-                         ("hb",)                           heartbeat (thread and ctx.heartbeat)
+                         ("started", attempt)              the attempt began (first beat)
+                         ("hb",)                           heartbeat, one per interval
                          ("log", text) | ("progress", done, total, unit)
                          ("checkpoint", digest, size)
                          ("result", json_text, seconds, refs)  the output as JSON whose
@@ -16,8 +16,13 @@ on its one duplex pipe (tuples, first item the message type):
                          ("error", ErrorInfo, seconds)     classified here, in the worker
                          ("released",)
 
-A heartbeat thread beats while an attempt runs; the `hang` fault stops it and ctx.heartbeat
-alike, so the executor's watchdog sees exactly what a wedged worker looks like. After a
+An attempt costs two messages (started, result/error) plus one heartbeat per interval from
+the worker's one heartbeat thread. The worker runs in its own session, as a child
+subreaper: whatever an attempt started is killed when it ends (maml.runtime.proctree).
+After a failure the worker returns the attempt's memory (maml.runtime.hygiene); when it
+cannot, the error's context says `restart_worker` and why, and the worker exits after
+sending it, so the retry runs in a fresh process. The `hang` fault silences the heartbeat,
+so the executor's watchdog sees exactly what a wedged worker looks like. After a
 `cuda_error` the worker's context is poisoned, as a real sticky CUDA fault leaves it: every
 later attempt here fails the same way until the executor replaces the process.
 """
@@ -25,20 +30,19 @@ later attempt here fails the same way until the executor replaces the process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import signal
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from maml.runtime.artifacts import OutputError, as_tensor, decode_inputs, encode_output
-from maml.runtime.checkpoint import load_step_state, save_step_state
-from maml.runtime.classify import describe
-from maml.runtime.events import DeviceRef
+from maml.runtime import hygiene, proctree
+from maml.runtime.artifacts import OutputError, decode_inputs, encode_output
+from maml.runtime.classify import describe, locate
+from maml.runtime.events import DeviceRef, ErrorInfo
 from maml.runtime.inject import raise_fault
 from maml.runtime.kinds.base import Kind, StepSpec, get_kind
+from maml.runtime.worker_context import AttemptLog, Channel, Heartbeat, WorkerContext, log_path
 
 
 @dataclass
@@ -52,60 +56,7 @@ class AttemptRequest:
     state_path: str = ""
     run_dir: str = "."
     input_data: Any = None
-
-
-class Channel:
-    """The worker's end of the pipe; sends from the heartbeat thread and the attempt."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self._lock = threading.Lock()
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        with self._lock:
-            self.conn.send(message)
-
-
-@dataclass
-class WorkerContext:
-    """What a running attempt sees (implements maml.runtime.kinds.base.StepContext)."""
-
-    channel: Channel
-    step_id: str
-    attempt: int
-    device: str
-    params: dict[str, Any]
-    run_dir: str
-    cache: dict[str, Any]
-    input: Any = None
-    state_path: str = ""
-    heartbeats_stopped: threading.Event = field(default_factory=threading.Event)
-    _last_beat: float = 0.0
-
-    def heartbeat(self) -> None:
-        now = time.monotonic()
-        if self.heartbeats_stopped.is_set() or now - self._last_beat < 0.02:
-            return
-        self._last_beat = now
-        self.channel.send(("hb",))
-
-    def progress(self, done: int, total: int | None = None, unit: str = "") -> None:
-        self.heartbeat()
-        self.channel.send(("progress", done, total, unit))
-
-    def log(self, message: str) -> None:
-        self.channel.send(("log", str(message)))
-
-    def checkpoint(self, state: Any) -> None:
-        digest, size = save_step_state(self.state_path, state)
-        self.channel.send(("checkpoint", digest, size))
-
-    def restore(self) -> Any | None:
-        return load_step_state(self.state_path) if self.state_path else None
-
-    def as_tensor(self, array: Any) -> Any:
-        """A torch tensor of an input array, on this attempt's device (artifacts.as_tensor)."""
-        return as_tensor(array, self.device)
+    memory_slack: int = hygiene.DEFAULT_MEMORY_SLACK   # bytes above baseline after cleanup
 
 
 class Worker:
@@ -116,106 +67,139 @@ class Worker:
         self.kinds: dict[str, Kind] = {}
         self.cache: dict[str, Any] = {}
         self.poisoned_by_injection: bool | None = None   # None: the context is healthy
+        self.inherited_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.log = AttemptLog()
+        self.heartbeat = Heartbeat(self.channel)
+        self.replace_because: str | None = None
+        self.baseline: hygiene.MemoryReading | None = None
+        self.last_succeeded = True
 
     def serve(self) -> None:
         self.channel.send(("ready", os.getpid()))
-        while True:
+        while self.replace_because is None:
             try:
                 message = self.conn.recv()
             except (EOFError, OSError):
-                return            # the executor is gone: so is our reason to live
+                break             # the executor is gone: so is our reason to live
             if message[0] == "stop":
-                return
+                break
             if message[0] == "release":
                 self.release()
             elif message[0] == "attempt":
                 self.run_attempt(message[1])
+        proctree.kill_tree(os.getpid(), include_root=False)
 
     def release(self) -> None:
+        """clear_cache: every kind drops its cached state, then memory is returned."""
+        ctx = WorkerContext(self.channel, "", 0, "cpu", {}, ".", self.cache)
         for kind in self.kinds.values():
-            kind.release(self._context_for_release())
+            kind.release(ctx)
         self.cache.clear()
+        hygiene.release_memory()
         self.channel.send(("released",))
 
-    def _context_for_release(self) -> WorkerContext:
-        return WorkerContext(self.channel, "", 0, "cpu", {}, ".", self.cache)
-
     def run_attempt(self, request: AttemptRequest) -> None:
-        ctx = WorkerContext(self.channel, request.step.id, request.attempt, request.device.id,
-                            dict(request.step.params), request.run_dir, self.cache,
-                            input=request.input_data, state_path=request.state_path)
-        beating = threading.Event()
-        beating.set()
-        threading.Thread(target=self._beat, args=(ctx, beating, request.heartbeat_interval),
-                         daemon=True).start()
-        self.channel.send(("started", request.attempt))
         started = time.perf_counter()
+        self.heartbeat.attempt_started(request.heartbeat_interval)
+        self.channel.send(("started", request.attempt))
+        if self.baseline is None or self.last_succeeded:
+            self.baseline = hygiene.read_memory()   # failures in a row are held to one base
         try:
-            self._suffer_faults(request, ctx)
+            self.log.open(log_path(request.run_dir, request.step.id, request.attempt))
+            ctx = self._context(request)
+            kind = self._kind(request.step.kind)
+            if not getattr(kind, "strikes_injected_faults", False):
+                ctx.strike_injected_fault()
             request.step.inputs = decode_inputs(request.step.inputs, request.run_dir)
-            output = self._kind(request.step.kind).run(ctx, request.step)
+            output = kind.run(ctx, request.step)
+            ctx.strike_injected_fault()     # a kind that never reached its strike point
             text, refs = encode_output(output, request.run_dir, request.step.id)
         except BaseException as exc:  # noqa: BLE001 - everything the step does is reported
             if request.fault == "cuda_error":
                 self.poisoned_by_injection = True
-            self._send_error(exc, request, time.perf_counter() - started)
+            failure = self._describe(exc, request)
+            hygiene.drop_frames(exc)    # the formatted traceback is all we keep
         else:
+            del output, ctx
+            self.last_succeeded = True
+            self._end_attempt()
             self.channel.send(("result", text, time.perf_counter() - started, refs))
-        finally:
-            beating.clear()
+            return
+        self.last_succeeded = False
+        failure = self._after_failure(failure, request.memory_slack)
+        self._end_attempt()
+        self.channel.send(("error", failure, time.perf_counter() - started))
 
-    def _suffer_faults(self, request: AttemptRequest, ctx: WorkerContext) -> None:
-        """Raise the poisoned context's fault, or the fault injected into this attempt."""
-        if self.poisoned_by_injection is not None:
-            raise_fault("cuda_error", timeout=None, stop_heartbeats=ctx.heartbeats_stopped)
-        if request.fault:
-            raise_fault(request.fault, timeout=request.timeout,
-                        stop_heartbeats=ctx.heartbeats_stopped)
+    def _context(self, request: AttemptRequest) -> WorkerContext:
+        device = hygiene.apply_pin(request.device, self.inherited_visible)
+        ctx = WorkerContext(self.channel, request.step.id, request.attempt, device,
+                            dict(request.step.params), request.run_dir, self.cache,
+                            input=request.input_data, state_path=request.state_path,
+                            host_device=request.device, heartbeats=self.heartbeat,
+                            log_file=self.log)
+        fault = "cuda_error" if self.poisoned_by_injection is not None else request.fault
+        if fault:
+            ctx.pending_fault = functools.partial(
+                raise_fault, fault, timeout=request.timeout,
+                stop_heartbeats=self.heartbeat.stopped)
+        return ctx
 
-    def _send_error(self, exc: BaseException, request: AttemptRequest, seconds: float) -> None:
+    def _end_attempt(self) -> None:
+        """Kill what the attempt left running (noted in its log), close the log."""
+        self.heartbeat.attempt_ended()
+        if proctree.has_children():
+            killed = proctree.kill_tree(os.getpid(), include_root=False)
+            if killed:
+                self.log.write(f"maml: killed {len(killed)} process(es) the step left "
+                               f"running: {', '.join(killed)}")
+        self.log.close()
+
+    def _after_failure(self, info: ErrorInfo, slack: int) -> ErrorInfo:
+        """Return the failed attempt's memory; ask for a new worker when it did not come back."""
+        after = hygiene.release_memory()
+        before = self.baseline or after
+        # CUDA initialised by this very attempt maps host memory that no cleanup returns
+        if before.cuda_reserved is None and after.cuda_reserved is not None:
+            self.baseline, reason = after, None
+        else:
+            reason = after.excess_over(before, slack)
+        context = {**info.context, "memory_after_cleanup": after.to_dict()}
+        if reason is not None:
+            self.replace_because = reason
+            context["restart_worker"] = reason
+            self.log.write(f"maml: this worker will be replaced: {reason}")
+        return dataclasses.replace(info, context=context)
+
+    def _describe(self, exc: BaseException, request: AttemptRequest) -> ErrorInfo:
         injected = bool(request.fault) or self.poisoned_by_injection is True
+        context: dict[str, Any] = {"pid": os.getpid()}
+        where = locate(exc, request.step.doc_path or "<document>")
+        if where is not None:
+            context["location"] = where
         info = describe(exc, injected=injected, worker_id=self.worker_id,
-                        device=request.device, context={"pid": os.getpid()})
+                        device=request.device, context=context)
         if isinstance(exc, OutputError):
             info = dataclasses.replace(info, error_class="user_error")
-        self.channel.send(("error", info, seconds))
+        return info
 
     def _kind(self, name: str) -> Kind:
         if name not in self.kinds:
             self.kinds[name] = get_kind(name)()
         return self.kinds[name]
 
-    def _beat(self, ctx: WorkerContext, beating: threading.Event, interval: float) -> None:
-        while beating.is_set() and not ctx.heartbeats_stopped.is_set():
-            try:
-                self.channel.send(("hb",))
-            except (OSError, ValueError):
-                return
-            time.sleep(interval)
 
-
-def worker_main(conn: Any, worker_id: str, preload: tuple[str, ...] = ()) -> None:
-    """Entry point of the spawned process."""
-    _die_with_parent()
+def worker_main(conn: Any, worker_id: str, preload: tuple[str, ...] = (),
+                token: str | None = None) -> None:
+    """Entry point of the spawned process: its own session, a subreaper, dies with its
+    parent; `token` marks everything it starts (maml.runtime.proctree)."""
+    os.setsid()                      # a terminal's Ctrl-C reaches the parent only
+    proctree.become_subreaper()
+    proctree.die_with_parent()
+    if token:
+        os.environ[proctree.TOKEN_VARIABLE] = token
     for kind in preload:
         try:
             get_kind(kind)
         except Exception:  # noqa: BLE001 - a broken kind fails its own steps, not the worker
             pass
     Worker(conn, worker_id).serve()
-
-
-def _die_with_parent() -> None:
-    """If the executor is killed (SIGKILL leaves it no time to stop us), die too: a step must
-    not go on running, and writing, behind the back of the run that will resume it."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    parent = os.getppid()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except OSError:
-        return
-    if os.getppid() != parent:     # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGKILL)

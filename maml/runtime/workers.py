@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import secrets
 import signal
 import sys
 import types
@@ -22,25 +23,38 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from maml.runtime import proctree
 from maml.runtime.worker_main import worker_main
 
 PRELOADED_KINDS = ("python", "shell")
 
 
 class WorkerProcess:
-    """One spawned worker and the parent's end of its pipe."""
+    """One spawned worker and the parent's end of its pipe.
+
+    The worker leads its own session and marks what it starts with `token`
+    (maml.runtime.proctree): `kill()` takes its whole process tree down, daemons included.
+    `cpu_seconds()` is liveness evidence that needs nothing from the worker (a C call holding
+    the GIL stops its heartbeat thread, not its CPU clock).
+
+    Spawn workers from the thread that lives as long as they should: a worker dies with the
+    thread that started it (PR_SET_PDEATHSIG is per thread).
+    """
 
     def __init__(self, mp: Any, worker_id: str) -> None:
         self.id = worker_id
+        self.token = f"{os.getpid()}-{worker_id}-{secrets.token_hex(8)}"
         self.conn, child_conn = mp.Pipe(duplex=True)
         self.process = mp.Process(target=worker_main, name=f"maml-{worker_id}",
-                                  args=(child_conn, worker_id, PRELOADED_KINDS), daemon=True)
+                                  args=(child_conn, worker_id, PRELOADED_KINDS, self.token),
+                                  daemon=True)
         with _main_module_hidden():
             self.process.start()
         child_conn.close()
         self.device: str | None = None     # the slot it serves; None while it is the spare
         self.busy = False
         self.ready = False                 # sent "ready": maml is imported
+        self._psutil: Any = None
 
     @property
     def sentinel(self) -> int:
@@ -61,15 +75,32 @@ class WorkerProcess:
         except (OSError, ValueError):
             return False
 
-    def kill(self) -> None:
-        """SIGKILL and reap: a stuck or poisoned worker gets no chance to clean up."""
-        if self.process.is_alive() and self.pid:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds the worker process has used; None once it is gone.
+        A backend emits `Alive` when this advances (about 30 us a reading)."""
+        try:
+            if self._psutil is None:
+                import psutil
+
+                self._psutil = psutil.Process(self.pid)
+            times = self._psutil.cpu_times()
+            return float(times.user + times.system)
+        except Exception:  # noqa: BLE001 - psutil.NoSuchProcess, AccessDenied: no evidence
+            return None
+
+    def kill(self) -> list[str]:
+        """SIGKILL the worker and everything it started, and reap it: a stuck or poisoned
+        worker gets no chance to clean up. Returns "pid (cmdline)" of each descendant killed."""
+        killed = proctree.kill_tree(self.pid, token=self.token) if self.pid else []
         self.process.join(timeout=5)
         self.conn.close()
+        return killed
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the worker to finish (it kills what it started), then kill what is left."""
+        self.send(("stop",))
+        self.process.join(timeout=timeout)
+        self.kill()
 
     def exit_description(self) -> dict[str, Any]:
         """Exit code and signal of a dead worker, for ErrorInfo.context."""

@@ -15,7 +15,8 @@ import jsonschema
 import pytest
 
 from maml.errors import InvalidInput, MissingDependency, OutOfMemory, require
-from maml.runtime.classify import ERROR_CLASSES, classify, describe, synthetic_error
+from maml.runtime.classify import (CUDA_ERROR_MARKERS, CUDA_OOM_MARKERS, ERROR_CLASSES, classify,
+                                   describe, headline, locate, synthetic_error)
 from maml.runtime.events import DeviceRef
 from maml.vocabulary import ERROR_CLASSES as VOCABULARY_CLASSES
 
@@ -183,9 +184,34 @@ def test_step_failure_error_class_wins():
     assert classify(OutOfMemory("declared by a kind")) == "oom"
 
 
-def test_non_exceptions_are_unknown():
+def test_keyboard_interrupt_is_unknown():
     assert classify(KeyboardInterrupt()) == "unknown"
-    assert classify(raised(lambda: raise_(SystemExit(3)))) == "unknown"
+
+
+def test_sys_exit_from_the_step_is_a_user_error_that_says_so():
+    exc = raised(lambda: raise_(SystemExit(3)))       # raised from this (non-maml) file
+    info = describe(exc)
+    assert info.error_class == "user_error" and info.exception_type == "SystemExit"
+    assert info.message == "the block called sys.exit(3)"
+    assert describe(raised(lambda: raise_(SystemExit(0)))).message == \
+        "the block called sys.exit(0)"
+
+
+def test_locate_and_headline_name_the_document_line():
+    namespace = {}
+    exc = raised(lambda: exec(compile("\n" * 12 + "records = {}['records']\n",
+                                      "doc.maml.md", "exec"), namespace))
+    info = describe(exc, context={"location": locate(exc, "doc.maml.md")})
+    assert info.context["location"] == {"path": "doc.maml.md", "line": 13, "in": "block load"}
+    assert headline(info) == "KeyError: 'records' at doc.maml.md:13 (block load)"
+    assert locate(exc, "other.maml.md") is None
+
+
+def test_the_cuda_marker_list_is_the_one_classify_uses():
+    for marker in CUDA_ERROR_MARKERS:
+        assert classify(RuntimeError(f"x {marker.upper()} y")) in ("cuda_error", "oom")
+    for marker in CUDA_OOM_MARKERS:
+        assert classify(RuntimeError(marker)) == "oom"
 
 
 def fail_here(n):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from maml.runtime.devices.discovery import discover
 from maml.runtime.devices.nvml_fake import FakeGPU, FakeNVML
 
-DEVICE_BODY = "def run(inputs, params, ctx):\n    return ctx.device"
+DEVICE_BODY = "def run(inputs, params, ctx):\n    return ctx.host_device.id"
 
 
 class FakeMonitor:

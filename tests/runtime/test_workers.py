@@ -6,29 +6,8 @@ import time
 
 import pytest
 
-from maml.runtime.events import DeviceRef
-from maml.runtime.kinds.base import StepSpec
-from maml.runtime.worker_main import AttemptRequest
 from maml.runtime.workers import WorkerPool
-
-
-def _request(body: str, attempt: int = 1, fault: str | None = None) -> AttemptRequest:
-    step = StepSpec(id="s", kind="python", params={}, block_body=body, block_line=1)
-    return AttemptRequest(step=step, attempt=attempt, device=DeviceRef("cpu"), fault=fault,
-                          heartbeat_interval=0.05)
-
-
-def _outcome(worker, timeout: float = 60.0):
-    """Messages until the attempt's result or error: (kind, payload, every message type)."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.conn.poll(0.1):
-            message = worker.conn.recv()
-            seen.append(message[0])
-            if message[0] in ("result", "error"):
-                return message[0], message[1], seen
-    raise AssertionError(f"no outcome within {timeout} s; saw {seen}")
+from worker_helpers import outcome, request
 
 
 @pytest.fixture
@@ -38,34 +17,34 @@ def pool():
     pool.shutdown()
 
 
-def test_a_worker_runs_attempts_and_is_reused(pool):
+def test_a_worker_runs_attempts_and_is_reused(pool, tmp_path):
     worker = pool.acquire("cpu")
-    worker.send(("attempt", _request("import os\nresult = os.getpid()")))
-    kind, first, seen = _outcome(worker)
+    worker.send(("attempt", request("import os\nresult = os.getpid()", tmp_path)))
+    kind, first, seen = outcome(worker)
     assert kind == "result" and seen[0] == "ready" and "started" in seen
-    worker.send(("attempt", _request("import os\nresult = os.getpid()")))
-    assert _outcome(worker)[1] == first     # the same process ran both
+    worker.send(("attempt", request("import os\nresult = os.getpid()", tmp_path)))
+    assert outcome(worker)[1] == first     # the same process ran both
     assert pool.acquire("cpu") is None      # its one slot is busy
 
 
-def test_cuda_error_poisons_the_worker_until_it_is_replaced(pool):
+def test_cuda_error_poisons_the_worker_until_it_is_replaced(pool, tmp_path):
     worker = pool.acquire("cpu")
-    worker.send(("attempt", _request("result = 1", fault="cuda_error")))
-    kind, error, _ = _outcome(worker)
+    worker.send(("attempt", request("result = 1", tmp_path, fault="cuda_error")))
+    kind, error, _ = outcome(worker)
     assert kind == "error" and error.error_class == "cuda_error" and error.injected
-    worker.send(("attempt", _request("result = 1", attempt=2)))
-    kind, error, _ = _outcome(worker)
+    worker.send(("attempt", request("result = 1", tmp_path, attempt=2)))
+    kind, error, _ = outcome(worker)
     assert kind == "error" and error.error_class == "cuda_error"   # sticky, like real CUDA
     pool.discard(worker)
     fresh = pool.acquire("cpu")
-    fresh.send(("attempt", _request("result = 1", attempt=3)))
-    assert _outcome(fresh)[:2] == ("result", "1")
+    fresh.send(("attempt", request("result = 1", tmp_path, attempt=3)))
+    assert outcome(fresh)[:2] == ("result", "1")
 
 
-def test_the_warm_spare_replaces_a_lost_worker_without_a_cold_start(pool):
+def test_the_warm_spare_replaces_a_lost_worker_without_a_cold_start(pool, tmp_path):
     worker = pool.acquire("cpu")
-    worker.send(("attempt", _request("result = 1")))
-    _outcome(worker)
+    worker.send(("attempt", request("result = 1", tmp_path)))
+    outcome(worker)
     spare = pool.spare
     deadline = time.monotonic() + 60
     while not spare.conn.poll(0.1):         # the spare is up: maml imported, "ready" sent
@@ -74,16 +53,16 @@ def test_the_warm_spare_replaces_a_lost_worker_without_a_cold_start(pool):
     started = time.monotonic()
     replacement = pool.acquire("cpu")
     assert replacement is spare
-    replacement.send(("attempt", _request("result = 2")))
-    assert _outcome(replacement)[:2] == ("result", "2")
+    replacement.send(("attempt", request("result = 2", tmp_path)))
+    assert outcome(replacement)[:2] == ("result", "2")
     assert time.monotonic() - started < 1.0
     assert pool.spare is not None and pool.spare is not replacement
 
 
-def test_heartbeats_flow_while_an_attempt_runs(pool):
+def test_heartbeats_flow_while_an_attempt_runs(pool, tmp_path):
     worker = pool.acquire("cpu")
-    worker.send(("attempt", _request("import time\ntime.sleep(0.5)\nresult = 0")))
-    _, _, seen = _outcome(worker)
+    worker.send(("attempt", request("import time\ntime.sleep(0.5)\nresult = 0", tmp_path)))
+    _, _, seen = outcome(worker)
     assert seen.count("hb") >= 3
 
 

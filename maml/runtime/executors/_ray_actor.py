@@ -2,10 +2,10 @@
 
 `SlotActor` holds a maml `Worker` (maml.runtime.worker_main) for the life of the actor, so a
 kind's cached state (a loaded model, a compiled circuit) stays warm from one attempt to the
-next exactly as in a local worker process. `attempt(request)` is a Ray streaming generator:
-it first yields ("where", location) — node id, node IP, pid, the GPU Ray assigned and its
-UUID — then every message the worker would write on its pipe locally ("started", "hb",
-"log", "progress", "checkpoint"), and ends after "result" or "error". The attempt itself
+next exactly as in a local worker process. `attempt(request)` is a Ray streaming generator
+of message batches: first ("where", location) — node id, node IP, pid, the GPU Ray assigned
+and its UUID — then every message the worker would write on its pipe locally ("started",
+"hb", "log", "progress", "checkpoint"); it ends after "result" or "error". The attempt itself
 runs on a thread of the actor, so heartbeats flow while it works; an injected fault is
 raised there, inside the Ray worker.
 
@@ -51,18 +51,23 @@ class SlotActor:
     def where(self) -> dict[str, Any]:
         return dict(self._where)
 
-    def attempt(self, request: Any) -> Iterator[tuple[Any, ...]]:
-        yield ("where", self._where)
+    def attempt(self, request: Any) -> Iterator[list[tuple[Any, ...]]]:
+        """Yields batches of messages: whatever the worker wrote since the last yield (one
+        object in Ray's store per batch, not per heartbeat)."""
         request = as_seen_here(request, self._where)
         threading.Thread(target=self._worker.run_attempt, args=(request,), daemon=True,
                          name=f"maml-attempt-{request.step.id}").start()
+        batch: list[tuple[Any, ...]] = [("where", self._where)]
         while True:
-            message = self._messages.get()
-            if message[0] == "released":
-                continue
-            yield message
-            if message[0] in _FINAL:
+            batch.append(self._messages.get())
+            while not self._messages.empty():
+                batch.append(self._messages.get_nowait())
+            batch = [m for m in batch if m[0] != "released"]
+            if any(m[0] in _FINAL for m in batch):
+                yield batch
                 return
+            yield batch
+            batch = []
 
     def release(self) -> bool:
         """Drop the kinds' cached state (the backend's clear_cache)."""

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from maml.errors import require
+from maml.errors import DeviceUnavailable, require
 from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Handle, Log, Lost,
                                   Progress, Started, Succeeded)
 from maml.runtime.classify import synthetic_error
@@ -79,8 +79,7 @@ class RayBackend:
         self._ray = require("ray", "ray")
         self._owns_ray = not self._ray.is_initialized()
         if self._owns_ray:
-            self._ray.init(address=self.address, include_dashboard=False,
-                           log_to_driver=False, **dict(self.init))
+            self._connect()
         self._actor_class = self._ray.remote(max_restarts=0, max_task_retries=0)(SlotActor)
         self.inventory, self._homes = cluster_inventory(self._ray, self.gpu_resource)
         gpus = [d.id for d in self.inventory.gpus()]
@@ -92,6 +91,14 @@ class RayBackend:
         self._running: dict[int, _Running] = {}
         self._finished: OrderedDict[int, Any] = OrderedDict()
         self._pending: list[BackendEvent] = []
+
+    def _connect(self) -> None:
+        try:
+            self._ray.init(address=self.address, include_dashboard=False,
+                           log_to_driver=False, **dict(self.init))
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            raise DeviceUnavailable(f"cannot reach {where}: {exc}") from exc
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -201,16 +208,14 @@ class RayBackend:
                         events.append(self._lost(running, "the Ray attempt ended without "
                                                  "a result", {}))
                     break
-                message = self._ray.get(next(running.stream))
+                batch = self._ray.get(next(running.stream))
             except StopIteration:
                 events.append(self._lost(running, "the Ray attempt ended without a result", {}))
                 break
             except Exception as exc:  # noqa: BLE001 - Ray's failures, classified
                 events.append(self._ray_failed(running, exc))
                 break
-            event = self._event(running, message)
-            if event is not None:
-                events.append(event)
+            events += [e for e in (self._event(running, m) for m in batch) if e is not None]
         return events
 
     def _event(self, running: _Running, message: tuple[Any, ...]) -> BackendEvent | None:
@@ -232,7 +237,8 @@ class RayBackend:
             return Checkpointed(handle, message[1], message[2])
         elif kind == "result":
             self._end(running, failed=False)
-            return Succeeded(handle, json.loads(message[1]), float(message[2]))
+            return Succeeded(handle, json.loads(message[1]), float(message[2]),
+                             tuple(message[3]) if len(message) > 3 else ())   # artifacts
         elif kind == "error":
             self._end(running, failed=True)
             error = dataclasses.replace(message[1], context={**message[1].context,

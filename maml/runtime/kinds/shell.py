@@ -3,12 +3,15 @@
 The output is `{"stdout", "stderr", "returncode"}`; a non-zero exit is a failure (class
 user_error) whose message ends with the tail of stderr. The script sees its step through
 the environment: MAML_STEP, MAML_ATTEMPT, MAML_DEVICE, MAML_RUN_DIR, MAML_PARAMS and
-MAML_INPUTS (JSON), and MAML_PARAM_<NAME> for each scalar param. It runs in the current
+MAML_INPUTS (JSON), MAML_PARAM_<NAME> for each scalar param, and the variables of its
+`env` param. It runs in its `cwd` param (relative to the document), else in the current
 directory. The run refuses a document with a shell step unless the document grants
 `permissions.execute` (checked before the run starts, by maml.runtime.api).
 
-On Linux the bash process dies with its worker (PR_SET_PDEATHSIG), so a watchdog kill does
-not leave the script running on its own.
+The step ends when bash exits. Its output goes to files, not pipes, so a background job
+(`sleep 30 &`) that keeps the output open cannot hold the step; whatever is still running
+when bash exits is killed by the worker at the end of the attempt and named in the step's
+log (maml.runtime.proctree). bash dies with its worker (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-from typing import Any, ClassVar
+import tempfile
+from typing import IO, Any, ClassVar
 
-from maml.errors import MissingDependency, StepFailure
+from maml.errors import InvalidInput, MissingDependency, StepFailure
+from maml.runtime import proctree
 from maml.runtime.kinds.base import Kind, StepContext, StepSpec
 
 STDERR_TAIL = 2000
@@ -41,14 +45,43 @@ class ShellKind(Kind):
         bash = shutil.which("bash")
         if bash is None:
             raise MissingDependency("bash is not on PATH; the shell kind needs it")
-        done = subprocess.run([bash, "-c", step.block_body or ""], capture_output=True,
-                              text=True, env=_environment(ctx, step),
-                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        if done.returncode != 0:
-            tail = done.stderr[-STDERR_TAIL:].strip() or "(no stderr)"
-            raise CommandFailed(f"bash exited with status {done.returncode}: {tail}",
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            process = subprocess.Popen(
+                [bash, "-c", step.block_body or ""], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=err, env=_environment(ctx, step), cwd=_cwd(step),
+                preexec_fn=proctree.die_with_parent if sys.platform == "linux" else None)
+            returncode = process.wait()
+            stdout, stderr = _text(out), _text(err)
+        _echo(stdout, stderr)
+        if returncode != 0:
+            tail = stderr[-STDERR_TAIL:].strip() or "(no stderr)"
+            raise CommandFailed(f"bash exited with status {returncode}: {tail}",
                                 path=step.doc_path, line=step.block_line, step=step.id)
-        return {"stdout": done.stdout, "stderr": done.stderr, "returncode": done.returncode}
+        return {"stdout": stdout, "stderr": stderr, "returncode": returncode}
+
+
+def _text(stream: IO[bytes]) -> str:
+    stream.seek(0)
+    return stream.read().decode("utf-8", "replace")
+
+
+def _echo(stdout: str, stderr: str) -> None:
+    """Copy the script's output into the attempt's log (fds 1 and 2 point there)."""
+    for fd, text in ((1, stdout), (2, stderr)):
+        data = text.encode("utf-8", "replace")
+        while data:
+            data = data[os.write(fd, data):]
+
+
+def _cwd(step: StepSpec) -> str | None:
+    cwd = step.params.get("cwd")
+    if cwd is None:
+        return None
+    path = os.path.join(step.doc_dir or ".", str(cwd))
+    if not os.path.isdir(path):
+        raise InvalidInput(f"shell param cwd {cwd!r} is not a directory ({path})",
+                           path=step.doc_path, line=step.block_line, step=step.id)
+    return path
 
 
 def _environment(ctx: StepContext, step: StepSpec) -> dict[str, str]:
@@ -60,14 +93,10 @@ def _environment(ctx: StepContext, step: StepSpec) -> dict[str, str]:
     for name, value in ctx.params.items():
         if isinstance(value, (str, int, float, bool)):
             env["MAML_PARAM_" + str(name).upper()] = str(value)
+    extra = ctx.params.get("env") or {}
+    if not isinstance(extra, dict):
+        raise InvalidInput(f"shell param env must map names to strings, not "
+                           f"{type(extra).__name__}", path=step.doc_path,
+                           line=step.block_line, step=step.id)
+    env.update({str(name): str(value) for name, value in extra.items()})
     return env
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:
-        pass

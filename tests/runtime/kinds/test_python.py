@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from maml.runtime.classify import headline
+
 
 def test_run_gets_inputs_params_and_ctx(runner):
     doc = runner.write_doc({"pipeline": [
@@ -39,8 +41,11 @@ def test_tracebacks_point_at_document_lines(runner, events):
     error = events.of("on_attempt_failed")[0]["error"]
     raise_line = doc.source.splitlines().index("    raise ValueError('bad')") + 1
     assert error.error_class == "user_error"
-    assert f'{doc.path}:block a", line {raise_line}' in error.traceback
+    assert f'File "{doc.path}", line {raise_line}, in run' in error.traceback
     assert "raise ValueError('bad')" in error.traceback      # the source line is shown
+    assert "worker_main.py" not in error.traceback           # maml's own frames are hidden
+    assert error.context["location"] == {"path": str(doc.path), "line": raise_line, "in": "run()"}
+    assert headline(error) == f"ValueError: bad at {doc.path}:{raise_line} (run())"
     assert result.status == "failed"
 
 

@@ -1,0 +1,134 @@
+"""maml on Ray against plain Ray tasks, and recovery of a killed Ray worker against local.
+
+    unshare -n bash -c 'ip link set lo up && RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 \
+        .venv/bin/python bench/ray_overhead.py [--repeats 3] [--cpus 2]'
+
+One local Ray (`ray.init(num_cpus=--cpus)`) serves both sides, in this process, one after
+the other:
+
+- plain Ray: `@ray.remote` no-op tasks, chained through ObjectRefs (chain-50) or fanned out
+  (fanout-500); Ray's workers are warm after the first round.
+- maml on Ray: `maml.api.run(doc, backend=RayBackend())` on the same workloads as
+  bench/overhead.py (python no-op steps), end to end: plan, scheduling, the run store's
+  commits, the signed error graph. The backend is kept across runs (as a `maml.Session`
+  keeps its workers), so its slot actors are warm like Ray's workers.
+
+Recovery: a step's first attempt SIGKILLs its own worker 0.5 s in (bench/overhead.py's
+MAML_RECOVER step); the time from the kill to the next attempt's start, on the Ray backend
+(a new actor) and on the local backend (maml's warm spare process). Medians of --repeats.
+Ray must only run in a network namespace with loopback alone (the command above).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from overhead import (MAML_RECOVER, WORK_BEFORE_KILL, maml_document,  # noqa: E402
+                      maml_workload, recovery_latency)
+
+WORKLOADS = (("chain", 50), ("fanout", 500))
+
+
+def plain_ray(ray: Any) -> Callable[[str, int], None]:
+    @ray.remote(max_retries=0)
+    def noop(_: Any = None) -> int:
+        return 1
+
+    def pipeline(shape: str, n: int) -> None:
+        if shape == "chain":
+            ref = None
+            for _ in range(n):
+                ref = noop.remote(ref)
+            ray.get(ref)
+        else:
+            ray.get([noop.remote(i) for i in range(n)])
+    return pipeline
+
+
+def maml_on(backend: Any, workdir: Path) -> Callable[..., Any]:
+    import maml
+
+    def run(text: str, name: str, **options: Any) -> Any:
+        path = workdir / f"{name}.maml.md"
+        path.write_text(text)
+        if backend is not None:
+            options.update(backend=backend, inventory=backend.inventory)
+        result = maml.run(str(path), **options)
+        if result.status != "succeeded":
+            raise RuntimeError(f"{name}: {result.status}: {result.problems}")
+        return result
+    return run
+
+
+def walls(run: Callable[[], Any], repeats: int) -> list[float]:
+    run()                                        # warm-up, not timed
+    out = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def recovery(run: Callable[..., Any], workdir: Path, repeats: int, **options: Any) -> list[float]:
+    latencies = []
+    for k in range(repeats):
+        stamps = str(workdir / f"stamps-{os.getpid()}-{k}-{time.monotonic_ns()}")
+        doc = maml_document([{"id": "rec", "kind": "python", "block": "step", "device": ["cpu"],
+                              "params": {"stamps": stamps, "fault": "worker_lost",
+                                         "work": WORK_BEFORE_KILL}}], MAML_RECOVER,
+                            {"retries": 1, "backoff": {"initial": 0, "jitter": 0}})
+        result = run(doc, f"recover-{k}-{Path(stamps).name}", **options)
+        assert result.steps["rec"].attempts == 2, result.steps["rec"]
+        latencies.append(recovery_latency(stamps))
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cpus", type=int, default=2)
+    args = parser.parse_args()
+    import ray
+
+    from maml.runtime.executors.ray import RayBackend
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    os.chdir(workdir)
+    os.environ.setdefault("MAML_GRAPH", str(workdir / "graph"))
+    (workdir / "ray").mkdir()
+    os.environ["RAY_TMPDIR"] = str(workdir)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+             _temp_dir=str(workdir / "ray"))
+    backend = RayBackend(slots={"cpu": args.cpus})
+    on_ray, local = maml_on(backend, workdir), maml_on(None, workdir)
+    plain = plain_ray(ray)
+    rows = ["| workload | plain Ray (s) | maml on Ray (s) | ratio |", "|---|---:|---:|---:|"]
+    for shape, n in WORKLOADS:
+        ray_s = statistics.median(walls(lambda: plain(shape, n), args.repeats))
+        text = maml_workload(shape, n)
+        maml_s = statistics.median(walls(lambda: on_ray(text, f"{shape}{n}"), args.repeats))
+        rows.append(f"| {shape}-{n} | {ray_s:.3f} | {maml_s:.3f} | {maml_s / ray_s:.2f}x |")
+    rec_ray = statistics.median(recovery(on_ray, workdir, args.repeats))
+    rec_local = statistics.median(recovery(local, workdir, args.repeats, workers=1))
+    rows += ["", "| recovery of a worker killed 0.5 s into its attempt | ms |", "|---|---:|",
+             f"| maml on Ray (new actor) | {rec_ray * 1000:.0f} |",
+             f"| maml local (warm spare process) | {rec_local * 1000:.0f} |",
+             "", f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"]
+    backend.close()
+    ray.shutdown()
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

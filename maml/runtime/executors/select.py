@@ -1,0 +1,72 @@
+"""Which backend runs a run: `maml run --executor local|ray|auto [--address ADDR]`, or the
+document's front matter `executor: {kind: ray, address: ..., gpu_resource: GPU,
+accelerator_type: H100, workers_per_gpu: 1}` (or just `executor: ray`).
+
+The command line wins over the front matter, the front matter over $MAML_EXECUTOR, and the
+default is "auto": Ray when $RAY_ADDRESS names a cluster to join, else local. An address
+alone (`--address`) means Ray. Bad values are a UsageError naming what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from maml.errors import UsageError
+
+EXECUTORS = ("local", "ray", "auto")
+#: front-matter keys a Ray executor takes (beyond kind and address)
+RAY_OPTIONS = ("gpu_resource", "accelerator_type", "workers_per_gpu", "placement_timeout")
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    kind: str                                   # "local" | "ray"
+    address: str | None = None                  # Ray: the cluster; None starts a local Ray
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_executor(flag: str | None = None, address: str | None = None,
+                    declared: Any = None,
+                    env: Mapping[str, str] | None = None) -> ExecutorChoice:
+    """The backend to use. `flag`/`address`: the command line; `declared`: the front
+    matter's `executor:` value; `env`: the environment (default os.environ)."""
+    env = os.environ if env is None else env
+    spec = _spec(declared)
+    kind = flag or spec.get("kind") or env.get("MAML_EXECUTOR") or ("ray" if address else "auto")
+    if kind not in EXECUTORS:
+        raise UsageError(f"unknown executor {kind!r}; use one of: {', '.join(EXECUTORS)}")
+    address = address or spec.get("address")
+    if kind == "auto":
+        kind = "ray" if address or env.get("RAY_ADDRESS") else "local"
+    if kind == "local":
+        return ExecutorChoice("local")
+    options = {k: spec[k] for k in RAY_OPTIONS if k in spec}
+    return ExecutorChoice("ray", address or env.get("RAY_ADDRESS") or None, options)
+
+
+def _spec(declared: Any) -> dict[str, Any]:
+    if declared is None:
+        return {}
+    if isinstance(declared, str):
+        return {"kind": declared}
+    if not isinstance(declared, Mapping):
+        raise UsageError("executor: must be local, ray, auto or a mapping like "
+                         "{kind: ray, address: 'host:6379'}")
+    unknown = set(declared) - {"kind", "address", *RAY_OPTIONS}
+    if unknown:
+        raise UsageError(f"executor: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                         f"known: kind, address, {', '.join(RAY_OPTIONS)}")
+    return dict(declared)
+
+
+def make_backend(choice: ExecutorChoice, slots: Mapping[str, int] | None = None) -> Any:
+    """A RayBackend for a Ray choice (connecting to the cluster now). The local backend is
+    built by the caller, which knows this machine's slots."""
+    if choice.kind != "ray":
+        raise ValueError(f"make_backend builds Ray backends, not {choice.kind!r}")
+    from maml.runtime.executors.ray import RayBackend
+
+    return RayBackend(address=choice.address, slots=slots, **choice.options)

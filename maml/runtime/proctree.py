@@ -1,0 +1,178 @@
+"""Process trees: what an attempt starts dies with it.
+
+A worker runs in its own session (`os.setsid`), so its process group holds the worker and
+every child a step starts without asking for a group of its own. A daemon that double-forks
+and calls `setsid` leaves that group; two nets catch it anyway:
+
+- the worker is a *child subreaper* (`PR_SET_CHILD_SUBREAPER`): an orphaned descendant is
+  re-parented to the worker instead of to init, so it stays in the worker's process tree,
+  where `descendants()` finds it;
+- every worker exports a token in its environment (`MAML_WORKER_TOKEN`), inherited by all
+  it starts; `kill_tree` also kills any process whose environment carries it, which finds
+  descendants orphaned after the worker itself was killed (SIGKILL gives it no chance).
+
+`kill_tree` stops every process first (SIGSTOP: a stopped process cannot fork), re-reads
+the tree until it holds still, then SIGKILLs them all. cgroups would be exact, but are not
+available to an unprivileged process on most hosts this runs on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterable
+
+import psutil
+
+TOKEN_VARIABLE = "MAML_WORKER_TOKEN"
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    if sys.platform != "linux":
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent thread dies.
+
+    Used as `preexec_fn` for a step's subprocess and at worker start: if the process above
+    is SIGKILLed it cannot kill us itself. When the parent died before the call took effect,
+    die now (the death signal would never come).
+    """
+    parent = os.getppid()
+    if _prctl(_PR_SET_PDEATHSIG, sig) and os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants re-parent to this process (Linux >= 3.4); False if not."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every living process below `pid`, children first; [] when `pid` is gone."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def has_children() -> bool:
+    """Whether this process has any child now (cheap: one small /proc read per thread)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return bool(descendants(os.getpid()))
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as children:
+                if children.read().strip():
+                    return True
+        except FileNotFoundError:
+            continue                            # the thread ended meanwhile
+        except OSError:
+            return bool(descendants(os.getpid()))   # no CONFIG_PROC_CHILDREN: ask psutil
+    return False
+
+
+def carrying_token(token: str) -> list[psutil.Process]:
+    """Processes of this user whose environment holds TOKEN_VARIABLE=`token`."""
+    found = []
+    me = os.getpid()
+    for process in psutil.process_iter():
+        if process.pid == me:
+            continue
+        try:
+            if process.environ().get(TOKEN_VARIABLE) == token:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def kill_tree(root: int | None, *, token: str | None = None,
+              include_root: bool = True) -> list[str]:
+    """SIGKILL `root` (if `include_root`) and every process below it or carrying `token`.
+
+    Returns "pid (name)" for each process killed other than the root, for the step's log.
+    Never raises for processes that are already gone.
+    """
+    frozen: dict[int, psutil.Process] = {}
+    for _ in range(20):                       # until a pass finds nothing new
+        found = [p for p in _tree(root, token, include_root) if p.pid not in frozen]
+        if not found:
+            break
+        for process in found:
+            frozen[process.pid] = process
+            _signal(process, signal.SIGSTOP)
+    names = [f"{p.pid} ({_name(p)})" for p in frozen.values() if p.pid != root]
+    for process in frozen.values():
+        _signal(process, signal.SIGKILL)
+    _reap(pid for pid in frozen if pid != root)   # the root's owner reaps it (its exit code)
+    return names
+
+
+def _tree(root: int | None, token: str | None, include_root: bool) -> list[psutil.Process]:
+    processes: list[psutil.Process] = []
+    if root is not None:
+        if include_root and psutil.pid_exists(root):
+            try:
+                processes.append(psutil.Process(root))
+            except psutil.NoSuchProcess:
+                pass
+        processes += descendants(root)
+    if token is not None:
+        processes += carrying_token(token)
+    return [p for p in processes if _status(p) != psutil.STATUS_ZOMBIE]
+
+
+def _status(process: psutil.Process) -> str:
+    try:
+        return process.status()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return psutil.STATUS_ZOMBIE
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())[:80] or process.name()
+    except (psutil.Error, OSError):
+        return "?"
+
+
+def _signal(process: psutil.Process, sig: int) -> None:
+    try:
+        process.send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        pass
+
+
+def _reap(pids: Iterable[int]) -> None:
+    """Collect the ones that are our children (a subreaper's orphans among them)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass                               # not ours: its parent (or init) reaps it
+        except OSError:
+            pass
+
+
+def reap_orphans(known: Iterable[int] = ()) -> None:
+    """Reap zombie children that nobody waits for (re-parented orphans of a subreaper)."""
+    skip = set(known)
+    for child in descendants(os.getpid()):
+        if child.pid not in skip and _status(child) == psutil.STATUS_ZOMBIE:
+            try:
+                os.waitpid(child.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass

@@ -1,0 +1,40 @@
+"""Choosing the executor: command line over front matter over $MAML_EXECUTOR, `auto`."""
+
+from __future__ import annotations
+
+import pytest
+
+from maml.errors import UsageError
+from maml.runtime.executors.select import ExecutorChoice, choose_executor
+
+
+def test_auto_is_ray_only_when_a_cluster_is_named():
+    assert choose_executor(env={}) == ExecutorChoice("local")
+    assert choose_executor(env={"RAY_ADDRESS": "10.0.0.1:6379"}) == ExecutorChoice(
+        "ray", "10.0.0.1:6379")
+    assert choose_executor("auto", env={}) == ExecutorChoice("local")
+
+
+def test_the_command_line_beats_the_front_matter_and_the_environment():
+    front = {"kind": "ray", "address": "head:6379", "gpu_resource": "GPU"}
+    assert choose_executor("local", declared=front, env={}) == ExecutorChoice("local")
+    assert choose_executor(None, "other:6379", front, env={}) == ExecutorChoice(
+        "ray", "other:6379", {"gpu_resource": "GPU"})
+    assert choose_executor(declared="ray", env={"MAML_EXECUTOR": "local"}).kind == "ray"
+    assert choose_executor(env={"MAML_EXECUTOR": "ray"}) == ExecutorChoice("ray")
+
+
+def test_an_address_alone_means_ray():
+    assert choose_executor(address="ray://head:10001", env={}) == ExecutorChoice(
+        "ray", "ray://head:10001")
+
+
+@pytest.mark.parametrize("flag, declared, words", [
+    ("slurm", None, "unknown executor 'slurm'"),
+    (None, {"kind": "ray", "nodes": 3}, "unknown key(s) nodes"),
+    (None, 7, "executor: must be local, ray, auto or a mapping"),
+])
+def test_bad_values_say_what_is_allowed(flag, declared, words):
+    with pytest.raises(UsageError) as caught:
+        choose_executor(flag, declared=declared, env={})
+    assert words in str(caught.value)
