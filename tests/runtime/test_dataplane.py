@@ -83,6 +83,7 @@ def test_resume_reruns_the_producer_of_a_deleted_or_altered_artifact(runner):
 
 KILL_DOC = """---
 maml_version: "1.0"
+permissions: {execute: true}
 pipeline:
   - {id: big, block: big}
 ---
