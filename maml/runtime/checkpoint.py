@@ -33,9 +33,14 @@ def sha256_of(value: Any) -> str:
 
 
 def cache_key(kind: str, body: str | None, params: dict[str, Any],
-              input_digests: dict[str, str | None]) -> str:
-    return sha256_of({"kind": kind, "body": body or "", "params": params,
-                      "inputs": input_digests})
+              input_digests: dict[str, str | None],
+              files: dict[str, str] | None = None) -> str:
+    """sha256 over what a step's result depends on: kind, code, params, its inputs' output
+    digests and the content of the files it reads (maml.runtime.world)."""
+    parts = {"kind": kind, "body": body or "", "params": params, "inputs": input_digests}
+    if files:
+        parts["files"] = files
+    return sha256_of(parts)
 
 
 def new_run_id() -> str:

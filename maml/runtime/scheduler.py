@@ -16,6 +16,7 @@ without waiting. Each finished step is committed to the run store before it coun
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -23,12 +24,13 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Any
 
+from maml.runtime import world
 from maml.runtime.artifacts import refs_in
 from maml.runtime.checkpoint import RunStore, cache_key, sha256_of
 from maml.runtime.classify import synthetic_error
 from maml.runtime.events import Broadcaster, ErrorInfo
 from maml.runtime.inject import FaultPlan
-from maml.runtime.kinds.base import StepSpec
+from maml.runtime.kinds.base import StepSpec, get_kind
 from maml.runtime.plan import Plan
 from maml.runtime.policies import CircuitBreaker, ErrorBudget, decide
 from maml.runtime.result import RunResult, StepResult
@@ -66,6 +68,7 @@ class Executor:
         self.stopping: str | None = None       # why the run stops starting work
         self.problems: list[str] = []
         self.undurable: dict[str, StepRun] = {}   # succeeded, its commit not on disk yet
+        self.hashes = world.FileHashes(store.state_dir / "filehashes.json")
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -89,6 +92,7 @@ class Executor:
                 self.monitor.stop()
             durable = self.store.flush()
             self.store.close()
+            self.hashes.save()
         self._announce(durable)
         result = self._result(self.clock() - started)
         self.events.emit("on_run_finished", run_id=self.run_id, status=result.status,
@@ -156,10 +160,13 @@ class Executor:
             digests["$input"] = sha256_of(self.input_data)
         planned = step.planned
         step.inputs = inputs
-        step.key = cache_key(planned.kind, planned.block_body, planned.params, digests)
+        reads = world.read_digests(get_kind(planned.kind), self._spec(step), planned.files,
+                                   self.hashes)
+        step.key = cache_key(planned.kind, planned.block_body, planned.params, digests, reads)
         self.events.emit("on_step_started", run_id=self.run_id, step=step.info)
         record = self.store.committed(planned.id) if self.resume else None
-        if record is not None and record.get("key") == step.key:
+        if record is not None and record.get("key") == step.key and self._outputs_intact(
+                planned.id, record):
             step.output, step.digest = record["output"], record["digest"]
             step.state.attempt = int(record.get("attempts", 0))
             step.state.params = dict(record.get("params") or planned.params)
@@ -175,15 +182,29 @@ class Executor:
         step.status = "waiting"
         return False
 
+    def _spec(self, step: StepRun) -> StepSpec:
+        planned = step.planned
+        return StepSpec(id=planned.id, kind=planned.kind, params=dict(step.state.params),
+                        inputs=step.inputs, block_lang=planned.block_lang,
+                        block_body=planned.block_body, block_line=planned.block_line,
+                        doc_path=self.plan.path, doc_dir=self.plan.doc_dir,
+                        input_data=self.input_data)
+
+    def _outputs_intact(self, step_id: str, record: dict[str, Any]) -> bool:
+        """The files a committed step wrote (Kind.writes) are still there, unaltered."""
+        for path, sha in (record.get("written") or {}).items():
+            full = path if os.path.isabs(path) else os.path.join(self.store.run_dir, path)
+            if self.hashes.digest(full) != sha:
+                self.store.stale[step_id] = f"{path}, which step {step_id!r} wrote, is " \
+                    f"missing or altered"
+                return False
+        return True
+
     def _send_attempt(self, step: StepRun, worker: WorkerProcess) -> None:
         planned, state = step.planned, step.state
         device = self.devices.ref(state.device)
         request = AttemptRequest(
-            step=StepSpec(id=planned.id, kind=planned.kind, params=dict(state.params),
-                          inputs=step.inputs, block_lang=planned.block_lang,
-                          block_body=planned.block_body, block_line=planned.block_line,
-                          doc_path=self.plan.path, doc_dir=self.plan.doc_dir,
-                          input_data=self.input_data),
+            step=self._spec(step),
             attempt=state.attempt, device=device,
             fault=self.faults.for_attempt(planned.id, state.attempt),
             timeout=planned.policy.timeout, heartbeat_interval=_beat_interval(planned.policy),
@@ -299,8 +320,11 @@ class Executor:
         step.detach()
         state = step.state
         step.output = output
+        written = world.written_digests(get_kind(step.planned.kind), self._spec(step), output,
+                                        str(self.store.run_dir), self.hashes)
         step.digest = self.store.commit_step(step.planned.id, step.key or "", output,
-                                             state.attempt, state.params, state.device, refs)
+                                             state.attempt, state.params, state.device, refs,
+                                             written=written)
         self.breaker.record_success(state.device)
         self.events.emit("on_attempt_succeeded", run_id=self.run_id, step=step.info,
                          attempt=state.attempt, device=self.devices.ref(state.device),

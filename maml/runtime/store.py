@@ -137,14 +137,15 @@ class RunStore:
 
     def commit_step(self, step_id: str, key: str, output: Any, attempts: int,
                     params: dict[str, Any], device: str,
-                    refs: list[dict[str, Any]] | tuple[dict[str, Any], ...] = ()) -> str:
-        """Commit a finished step's output (with its `$artifact` references); returns the
-        output's sha256. Queued when the writer runs (see `take_durable`), else durable on
-        return. Raises StoreError when the log cannot be written."""
+                    refs: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (), *,
+                    written: dict[str, str] | None = None) -> str:
+        """Commit a finished step's output (with its `$artifact` references and the sha256
+        of the files it `written`); returns the output's sha256. Queued when the writer
+        runs (see `take_durable`), else durable on return. StoreError if it cannot write."""
         digest = canonical.sha256_of(output)
         record = {"step": step_id, "key": key, "output": output, "digest": digest,
                   "attempts": attempts, "params": canonical.normalise(params),
-                  "device": device}
+                  "device": device, "written": written or {}}
         line = canonical.dumps({"record": record, "sha256": canonical.sha256_of(record)})
         refs = list(refs) or list(artifacts.refs_in(output))
         if self._records is not None:

@@ -44,6 +44,15 @@ class LLMKind(Kind):
     executes_code: ClassVar[bool] = False
     path_params: ClassVar[tuple[str, ...]] = ("model",)
 
+    @classmethod
+    def reads(cls, step: StepSpec) -> list[str]:
+        """The model's files: new weights under the same name change the cache key."""
+        try:
+            return [resolve_model(str(step.params.get("model")), step.doc_dir,
+                                  where={}).describe()]
+        except Exception:  # noqa: BLE001 - an unresolvable model fails the step, not the key
+            return []
+
     def run(self, ctx: StepContext, step: StepSpec) -> dict[str, Any]:
         where = location(step)
         params = {**DEFAULTS, **step.params, **(ctx.params or {})}
