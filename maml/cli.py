@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("sign", "Sign a document: a detached DSSE signature DOC.sig."),
     "verify": ("verify", "Check a document's signature against the keys you trust."),
     "devices": ("devices", "List CPUs and GPUs with their health."),
+    "logs": ("logs", "Print what a run's steps printed, attempt by attempt."),
     "serve": ("serve", "Serve the HTTP API, the live dashboard and MCP tools over one run queue."),
     "submit": ("submit", "Submit a document to a running `maml serve` (optionally --wait)."),
     "mcp": ("mcp", "Serve maml's MCP tools over stdio (for agents)."),

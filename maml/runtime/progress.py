@@ -1,8 +1,10 @@
 """The run's progress on stderr: an Observer like any other.
 
 On a terminal: a live rich display, one line per step (status, attempt, device, the last
-error and recovery). Elsewhere (CI logs, pipes): one plain line per step end and per
-recovery, nothing else. `quiet=True` prints nothing at all.
+error and recovery, the last line the step logged with ctx.log) with a bar for
+`ctx.progress(done, total, unit)`. Elsewhere (CI logs, pipes): one plain line per step end
+and per recovery, nothing else. `quiet=True` prints nothing at all. What steps print goes to
+their attempt logs (`maml logs`), never here.
 """
 
 from __future__ import annotations
@@ -32,15 +34,19 @@ class ProgressDisplay(Observer):
         if not self.live:
             return
         from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
 
         console = Console(file=self.stream, stderr=self.stream is sys.stderr)
         self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                  BarColumn(bar_width=20), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[unit]}"),
+                                  TextColumn("[dim]{task.fields[last_line]}"),
                                   TimeElapsedColumn(), console=console, transient=False)
         self._progress.start()
         for step in steps:
-            self._tasks[step.id] = self._progress.add_task(f"[dim]{step.id}: waiting",
-                                                           total=None, start=False)
+            self._tasks[step.id] = self._progress.add_task(
+                f"[dim]{step.id}: waiting", total=None, start=False, unit="", last_line="")
 
     def on_run_finished(self, *, status: str, errors: int, recoveries: int, duration: float,
                         **_: Any) -> None:
@@ -67,6 +73,20 @@ class ProgressDisplay(Observer):
             self._update(step.id, f"[yellow]{text}")
         elif not self.quiet:
             self._write(text)
+
+    def on_step_log(self, *, step: Any, message: str, **_: Any) -> None:
+        """The last line the step logged, shown beside it (live display only)."""
+        lines = str(message).strip().splitlines()
+        if self._progress is not None and step.id in self._tasks and lines:
+            last = lines[-1] if len(lines[-1]) <= 60 else lines[-1][:59] + "…"
+            self._progress.update(self._tasks[step.id], last_line=last.replace("[", r"\["))
+
+    def on_step_progress(self, *, step: Any, done: int, total: int | None, unit: str = "",
+                         **_: Any) -> None:
+        """ctx.progress(done, total, unit) as a bar (a count when total is unknown)."""
+        if self._progress is not None and step.id in self._tasks:
+            self._progress.update(self._tasks[step.id], completed=done, total=total,
+                                  unit=unit or "")
 
     def on_step_finished(self, *, step: Any, status: str, attempts: int, **_: Any) -> None:
         seconds = time.monotonic() - self._started.get(step.id, time.monotonic())

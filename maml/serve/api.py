@@ -46,11 +46,15 @@ def router(service: Service) -> APIRouter:
         return {"ok": True, "version": __version__, "queued": len(service.runner.queued())}
 
     @api.post("/runs", status_code=202)
-    def submit(body: RunSubmission, request: Request) -> dict[str, Any]:
+    def submit(body: RunSubmission, request: Request,
+               idempotency_key: str | None = Header(None, max_length=200)) -> dict[str, Any]:
+        """Queue a run. Send an `Idempotency-Key` header to make a retried POST (after a
+        lost answer) return the first submission's run instead of a second run."""
         run_id = service.submit(document=body.document, path=body.path, params=body.params,
                                 inject=body.inject, input=body.input,
                                 require_signed=body.require_signed,
-                                principal=request.scope["state"].get("principal"))
+                                principal=request.scope["state"].get("principal"),
+                                idempotency_key=idempotency_key)
         return {"run_id": run_id, "status": "queued", "url": f"/api/v1/runs/{run_id}"}
 
     @api.get("/runs")

@@ -10,10 +10,7 @@ import threading
 import time
 from typing import Any
 
-try:
-    from maml.runtime.devices.sampling import Sampler
-except ImportError:   # before the device wing became a package (issue 9.5)
-    from maml.commands.devices import _Sampler as Sampler
+from maml.runtime.devices.sampling import Sampler
 
 #: seconds a snapshot is reused
 FRESH_FOR = 1.0

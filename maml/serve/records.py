@@ -46,6 +46,8 @@ class RunRequest:
     require_signed: bool = False
     principal: str | None = None
     submitted_at: float = 0.0
+    #: the client's key for this submission: a retried POST gets the same run
+    idempotency_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

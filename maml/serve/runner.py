@@ -46,7 +46,9 @@ class CancelToken:
         return self._check
 
     def _check(self, **payload: Any) -> None:
-        if self.reason is not None and payload.get("run_id", self.run_id) == self.run_id:
+        # only the run's own events: a device sample arrives on the health monitor's thread,
+        # which must never be the one to unwind
+        if self.reason is not None and payload.get("run_id") == self.run_id:
             raise RunCancelled(self.reason)
 
 

@@ -51,6 +51,7 @@ class Service:
         self.recorder: Any = None
         self.inventory: Any = None
         self._requests: dict[str, RunRequest] = {}
+        self._by_key: dict[str, str] = {}          # idempotency key -> run id
         self._lock = threading.Lock()
         self._seq = 0
         self._devices: Any = None
@@ -69,6 +70,8 @@ class Service:
         self._seq = next_seq(self.records)
         for request in self.records.requests():
             self._requests[request.run_id] = request
+            if request.idempotency_key is not None:
+                self._by_key[request.idempotency_key] = request.run_id
             view = self.hub.restore(request.run_id, self.records.events(request.run_id))
             final = self.records.final(request.run_id)
             if final is None:
@@ -91,18 +94,27 @@ class Service:
     def submit(self, *, document: str | None = None, path: str | None = None,
                params: dict[str, Any] | None = None, inject: list[str] | None = None,
                input: Any = None, require_signed: bool = False,
-               principal: str | None = None) -> str:
-        """Check the document and accept the run (durably); returns its run id."""
+               principal: str | None = None, idempotency_key: str | None = None) -> str:
+        """Check the document and accept the run (durably); returns its run id. A repeated
+        `idempotency_key` returns the run the first submission made (a client that lost
+        the answer to a crash can send again without running the document twice)."""
+        if idempotency_key is not None and idempotency_key in self._by_key:
+            return self._by_key[idempotency_key]
         text, where = self._source(document, path)
         doc = self._checked(text, where, params or {}, list(inject or ()), require_signed)
         with self._lock:
+            if idempotency_key is not None and idempotency_key in self._by_key:
+                return self._by_key[idempotency_key]
             self._seq += 1
             request = RunRequest(run_id="", seq=self._seq, document=text, path=doc.path,
                                  params=dict(params or {}), inject=list(inject or ()),
                                  input=input, require_signed=require_signed,
-                                 principal=principal, submitted_at=time.time())
+                                 principal=principal, submitted_at=time.time(),
+                                 idempotency_key=idempotency_key)
             self.records.accept(request)
             self._requests[request.run_id] = request
+            if idempotency_key is not None:
+                self._by_key[idempotency_key] = request.run_id
         self.hub.publish(request.run_id, "run_queued", document=doc.path,
                          steps=self._dag(doc, params or {}))
         self.runner.put(request)
@@ -132,8 +144,9 @@ class Service:
         errors = [d for d in maml.validate(doc) if d.severity == "error"]
         if errors:
             first = errors[0]
-            raise DocumentError(f"{first.message} [{first.code}]", diagnostics=errors,
-                                path=where, line=first.line, step=first.step)
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise DocumentError(f"{first.message} [{first.code}]{more}", diagnostics=errors,
+                                path=where, line=first.line)
         try:
             build_fault_plan(inject, None)
         except ValueError as exc:
@@ -189,6 +202,8 @@ class Service:
             self.recorder.on_run_finished(run_id=request.run_id, status="interrupted",
                                           errors=view.errors, recoveries=view.recoveries,
                                           duration=time.time() - started)
+        if status == "cancelled":
+            self.hub.publish(request.run_id, "run_cancelled")
         result = self._live(request.run_id)
         result["status"] = status
         self._finish(request.run_id, result, started, [problem], None, code)
@@ -286,9 +301,8 @@ class Service:
         request = self.request(run_id)
         where = self.runner.cancel(run_id)
         if where == "queued":
-            self.hub.publish(run_id, "run_cancelled")
-            self._finish(run_id, {**self._live(run_id), "status": "cancelled"},
-                         request.submitted_at, ["cancelled before it started"], None)
+            self._end_unrecorded(request, "cancelled", request.submitted_at,
+                                 "cancelled before it started")
         return {"run_id": run_id, "cancelled": where is not None,
                 "was": where or self.run(run_id)["status"]}
 

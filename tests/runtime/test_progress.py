@@ -49,3 +49,23 @@ def test_live_display_renders_the_steps():
     text = stream.getvalue()
     assert "train: succeeded after 2 attempt(s)" in text and "post: skipped" in text
     assert "run partial" in text
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_live_display_shows_the_last_log_line_and_a_progress_bar():
+    stream = Terminal()
+    display = ProgressDisplay(stream, live=True)
+    display.on_run_started(run_id="r1", document="d.maml.md", steps=[STEP], started_at=0.0)
+    display.on_attempt_started(run_id="r1", step=STEP, attempt=1, device=DeviceRef("cpu"))
+    display.on_step_log(run_id="r1", step=STEP, attempt=1, message="loading [shard 3]\nepoch 2")
+    display.on_step_progress(run_id="r1", step=STEP, done=30, total=120, unit="batches")
+    display._progress.refresh()
+    text = stream.getvalue()
+    assert "epoch 2" in text and "30/120" in text and "batches" in text
+    assert "loading" not in text            # only the last line
+    display.on_run_finished(run_id="r1", status="succeeded", errors=0, recoveries=0,
+                            duration=1.0)

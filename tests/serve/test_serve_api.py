@@ -144,3 +144,25 @@ def test_validate_logs_devices_and_graph_queries(server):
     verify = server.client.get("/api/v1/graph/verify").json()
     assert verify["ok"] is True and verify["nodes"] > 0
     assert server.client.get("/api/v1/openapi.json").json()["info"]["title"] == "maml"
+
+
+SLOW = doc("- {id: slow, block: slow}", {"slow": (
+    "import time\ndef run(inputs, params, ctx):\n    for _ in range(600):\n"
+    "        ctx.log('tick')\n        time.sleep(0.05)\n    return 1")})
+
+
+def test_cancel_stops_a_running_run_and_leaves_an_ended_one_alone(server):
+    import time
+
+    run_id = server.submit(SLOW)
+    deadline = time.monotonic() + 60
+    while server.client.get(f"/api/v1/runs/{run_id}").json()["steps"].get(
+            "slow", {}).get("status") != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    answer = server.client.post(f"/api/v1/runs/{run_id}/cancel").json()
+    assert answer == {"run_id": run_id, "cancelled": True, "was": "running"}
+    run = server.wait(run_id, timeout=20)
+    assert run["status"] == "cancelled" and run["steps"]["slow"]["status"] == "cancelled"
+    again = server.client.post(f"/api/v1/runs/{run_id}/cancel").json()
+    assert again["cancelled"] is False and again["was"] == "cancelled"

@@ -1,0 +1,81 @@
+"""The run queue and the live view, without a server: FIFO order, concurrency, cancel."""
+
+from __future__ import annotations
+
+import threading
+
+from maml.serve.hub import EventHub
+from maml.serve.records import RunRequest
+from maml.serve.runner import CancelToken, RunCancelled, Runner
+
+
+def request(n: int) -> RunRequest:
+    return RunRequest(run_id=f"r{n}", seq=n, document="", path="x.maml.md")
+
+
+def test_runs_start_in_submission_order_with_bounded_concurrency():
+    started: list[str] = []
+    release = threading.Event()
+    both_running = threading.Barrier(3)
+    lock = threading.Lock()
+
+    def execute(req: RunRequest, token: CancelToken) -> None:
+        with lock:
+            started.append(req.run_id)
+            running = len(started)
+        if running <= 2:
+            both_running.wait(5)
+            release.wait(5)
+
+    runner = Runner(execute, concurrency=2)
+    for n in range(5):
+        runner.put(request(n))
+    runner.start()
+    both_running.wait(5)                 # two run, three wait
+    assert started == ["r0", "r1"] and runner.queued() == ["r2", "r3", "r4"]
+    assert runner.cancel("r3") == "queued" and runner.queued() == ["r2", "r4"]
+    release.set()
+    runner.stop(timeout=5)
+    assert started[:2] == ["r0", "r1"] and "r3" not in started
+
+
+def test_a_cancelled_token_stops_its_run_at_the_next_event():
+    token = CancelToken("r1")
+    token.on_attempt_started(run_id="r1")           # not cancelled: nothing happens
+    token.cancel()
+    token.on_device_sample(sample={})       # the health monitor's thread is never unwound
+    try:
+        token.on_step_log(run_id="r1", message="x")
+    except RunCancelled as stop:
+        assert stop.reason == "cancelled"
+    else:
+        raise AssertionError("the token did not stop the run")
+    assert CancelToken.critical is True     # the runtime lets a critical observer's error out
+
+
+def test_the_live_view_folds_failure_recovery_and_success():
+    hub = EventHub()
+    hub.publish("r1", "run_queued", steps=[{"id": "a", "kind": "python", "needs": []}])
+    hub.publish("r1", "attempt_started", step="a", attempt=1, device="cuda:0", params={"b": 8})
+    hub.publish("r1", "attempt_failed", step="a", attempt=1, error_class="oom",
+                exception_type="torch.OutOfMemoryError", message="CUDA out of memory",
+                device="cuda:0", injected=False, duration=0.1)
+    view = hub.views["r1"]
+    assert view.steps["a"]["status"] == "failed" and view.errors == 1
+    hub.publish("r1", "recovery_applied", step="a", attempt=1, error_class="oom",
+                action="halve_batch", changes={"b": [8, 4]}, next_attempt=2, delay=0.0)
+    assert view.steps["a"]["status"] == "recovered"
+    hub.publish("r1", "attempt_started", step="a", attempt=2, device="cuda:0", params={"b": 4})
+    hub.publish("r1", "attempt_succeeded", step="a", attempt=2, device="cuda:0", duration=0.1)
+    hub.publish("r1", "step_finished", step="a", status="succeeded", attempts=2)
+    step = view.steps["a"]
+    assert step["status"] == "succeeded" and step["error"] is None and step["params"] == {"b": 4}
+    assert [(h["attempt"], h["status"]) for h in step["history"]] == [(1, "failed"),
+                                                                     (2, "succeeded")]
+    assert step["history"][0]["recovery"] == {"action": "halve_batch", "changes": {"b": [8, 4]}}
+    logged = []
+    replayed = EventHub(persist=lambda run_id, event: logged.append(event))
+    replayed.publish("r1", "run_queued", steps=[{"id": "a", "kind": "python", "needs": []}])
+    replayed.publish("r1", "step_progress", step="a", done=1, total=2, unit="it")
+    assert [e["type"] for e in logged] == ["run_queued"]        # progress is live only
+    assert EventHub().restore("r1", logged).steps == replayed.views["r1"].steps
