@@ -14,6 +14,8 @@ ERROR_CLASSES: tuple[str, ...] = (
     "transient", "user_error", "unknown", "invalid_input", "permission", "dependency_missing",
 )
 NEVER_RETRIED: frozenset[str] = frozenset({"invalid_input", "permission", "dependency_missing"})
+#: errors that count against a device's circuit breaker (a user's bug is not the GPU's fault)
+DEVICE_ERRORS: frozenset[str] = frozenset({"oom", "cuda_error", "device_unavailable", "hang"})
 
 RECOVERY_ACTIONS: tuple[str, ...] = (
     "retry", "clear_cache", "halve_batch", "lower_precision", "next_device", "cpu",

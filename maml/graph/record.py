@@ -250,6 +250,23 @@ class Recorder(Observer):
                       old=old, new=new, reasons=list(reasons),
                       sample=canonical.normalise(sample), t=self._now())
 
+    def on_attempt_placed(self, *, run_id: str, step: StepInfo, attempt: int,
+                          device: DeviceRef | None, node: dict[str, Any], **_: Any) -> None:
+        with self._lock:
+            attempt_node = self._attempts[run_id].get((step.id, attempt))
+            self._add("placement", [["placed", attempt_node]] if attempt_node else [],
+                      run=run_id, step=step.id, attempt=attempt,
+                      device=canonical.normalise(device.to_dict()) if device else None,
+                      node=canonical.normalise(node), t=self._now())
+
+    def on_device_decision(self, *, run_id: str, step: StepInfo, decision: str,
+                           device: str | None, reasons: dict[str, str],
+                           retry_at: float | None = None, **_: Any) -> None:
+        with self._lock:
+            self._add("device_decision", [["decided", self._step(run_id, step)]], run=run_id,
+                      step=step.id, decision=decision, device=device, reasons=dict(reasons),
+                      waits=retry_at is not None, t=self._now())
+
     def on_run_finished(self, *, run_id: str, status: str, errors: int, recoveries: int,
                         duration: float, **_: Any) -> None:
         with self._lock:

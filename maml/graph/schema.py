@@ -11,7 +11,7 @@ from __future__ import annotations
 
 NODE_TYPES: tuple[str, ...] = (
     "run", "step", "attempt", "error", "recovery", "outcome", "device", "checkpoint", "health",
-    "artifact", "input",
+    "placement", "device_decision", "artifact", "input",
 )
 
 #: label -> True where the edge points from the linked (earlier) node to the new node
@@ -25,6 +25,8 @@ EDGE_FROM_LINKED: dict[str, bool] = {
     "resulted_in": True,    # recovery -> outcome (of the attempt it led to)
     "checkpointed": True,   # attempt -> checkpoint
     "state_changed": True,  # device -> health
+    "placed": True,         # attempt -> placement (where a backend really ran it: node, GPU)
+    "decided": True,        # step -> device_decision (a device passed over, or none left)
     "ran_on": False,        # attempt -> device
     "produced": True,       # attempt (or cached step) -> artifact
     "consumed": True,       # artifact -> input (one use of it)

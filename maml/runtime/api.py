@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from maml.document.model import Document
-from maml.errors import DocumentError, InvalidInput, RefusedError, UsageError
+from maml.errors import DocumentError, InvalidInput, UsageError
 from maml.runtime.checkpoint import RunStore, latest_run
 from maml.runtime.events import Broadcaster
 from maml.runtime.inject import FaultPlan, build_fault_plan
 from maml.runtime.plan import Plan, build_plan
 from maml.runtime.policies import effective_policy
 from maml.runtime.result import RunResult
-from maml.runtime.scheduler import Executor
+from maml.runtime.clock import Clock
+from maml.runtime.scheduler import Scheduler
 from maml.runtime.devices.book import DeviceBook
 
 
@@ -32,50 +33,72 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
                  inject: Iterable[str] = (), resume: bool | str | None = None,
                  input: Any = None, workers: int | None = None,
                  observers: Iterable[Any] = (), state_dir: str | os.PathLike[str] = ".maml",
-                 principal: str | None = None, clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], None] | None = None, monitor: Any = None,
-                 inventory: Any = None, rng: random.Random | None = None) -> RunResult:
-    """Run `doc`'s pipeline. `resume`: True for the document's latest run, or a run id.
-    `input`: a JSON/YAML file path, or the data itself."""
+                 principal: str | None = None, clock: Clock | None = None,
+                 monitor: Any = None, inventory: Any = None, rng: random.Random | None = None,
+                 backend: Any = None,
+                 on_scheduler: Callable[[Scheduler], None] | None = None) -> RunResult:
+    """Run `doc`'s pipeline (maml.run documents the options). `backend`: an executor backend
+    the caller owns and keeps (a Session's); without one a LocalBackend is made and closed
+    here. `on_scheduler` is called with the scheduler before the first step (the CLI uses it
+    to route SIGTERM/SIGINT to `Scheduler.interrupt`)."""
     from maml.document.permissions import authorize_document
 
     authorize_document(doc)    # signature and readable permissions, before anything else
     _check_diagnostics(doc)
-    inventory = inventory if inventory is not None else _discover()
     broadcaster = Broadcaster(list(observers))
-    executor_ref: list[Executor] = []
+    scheduler_ref: list[Scheduler] = []
+    plan, inventory = _plan(doc, params, inventory)
     own_monitor = monitor is None
     if own_monitor:
-        monitor = _health_monitor(doc, inventory, broadcaster, executor_ref)
+        monitor = _health_monitor(doc, inventory, broadcaster, scheduler_ref)
     devices = DeviceBook(inventory, monitor)
-    plan = build_plan(doc, overrides=params, device_classes=devices.classes())
     _check_permissions(doc, plan, principal)
     input_data = _load_input(doc, input)
     faults = _fault_plan(doc, plan, inject)
     store, resumed = _store(doc, state_dir, resume)
     run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
-    executor = Executor(plan, store=store, broadcaster=broadcaster,
-                        devices=devices, faults=faults, workers=workers or default_workers(),
-                        max_errors=run_policy.max_errors,
-                        breaker=(run_policy.breaker_failures, run_policy.breaker_cooldown),
-                        clock=clock, sleep=sleep, monitor=monitor, input_data=input_data,
-                        resume=resumed, rng=rng)
-    executor_ref.append(executor)
+    own_backend = backend is None
+    if own_backend:
+        from maml.runtime.executors.local import LocalBackend
+
+        backend = LocalBackend(devices.slots(workers or default_workers()))
+    scheduler = Scheduler(plan, store=store, broadcaster=broadcaster, devices=devices,
+                          backend=backend, faults=faults, max_errors=run_policy.max_errors,
+                          breaker=(run_policy.breaker_failures, run_policy.breaker_cooldown),
+                          clock=clock, monitor=monitor, input_data=input_data,
+                          resume=resumed, rng=rng)
+    scheduler_ref.append(scheduler)
+    if on_scheduler is not None:
+        on_scheduler(scheduler)
     try:
-        result = executor.run()
+        result = scheduler.run()
     finally:
+        if own_backend:
+            backend.close()
         if own_monitor and monitor is not None:
             monitor.provider.close()
     _check_output(doc, result)
     return result
 
 
+def _plan(doc: Document, params: Mapping[str, Any] | None, inventory: Any) -> tuple[Plan, Any]:
+    """The plan, and the device inventory (None when no step can use a GPU: then NVML is
+    never opened, which saves its ~70 ms probe on every CPU-only run)."""
+    if inventory is None:
+        plan = build_plan(doc, overrides=params, device_classes=("cpu",))
+        if not any(d.startswith("cuda") for s in plan.steps.values() for d in s.devices):
+            return plan, None
+        inventory = _discover()
+    classes = {"cpu"} | ({"cuda"} if inventory.gpus() else set())
+    return build_plan(doc, overrides=params, device_classes=classes), inventory
+
+
 def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
-                    executor_ref: list[Any]) -> Any:
+                    scheduler_ref: list[Any]) -> Any:
     """An unstarted NVML health monitor for the run's GPUs (the executor starts and stops
-    it), or None where there is no GPU or no NVML. Its `hang` rule asks the executor how
+    it), or None where there is no GPU or no NVML. Its `hang` rule asks the scheduler how
     long the step on a device has been silent."""
-    if not inventory.gpus():
+    if inventory is None or not inventory.gpus():
         return None
     from maml.runtime.devices.health import HealthMonitor, load_thresholds
     from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
@@ -86,7 +109,7 @@ def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
         return None
 
     def progress_age(device_id: str) -> float | None:
-        return executor_ref[0].progress_age(device_id) if executor_ref else None
+        return scheduler_ref[0].progress_age(device_id) if scheduler_ref else None
 
     interval = float(os.environ.get("MAML_HEALTH_INTERVAL", "2.0"))
     return HealthMonitor(provider, devices=inventory.gpus(), interval=interval,

@@ -9,7 +9,9 @@ Order of events in one run:
 
     on_run_started
       on_step_started                              (once per step)
+        on_device_decision                         (0..n: a device passed over, or none left)
         on_attempt_started                         (attempt 1, 2, ...)
+        on_attempt_placed                          (where a backend really ran it, if it says)
         on_attempt_failed -> on_recovery_applied   (0..n times)
         on_attempt_succeeded
         on_checkpoint                              (0..n, from ctx.checkpoint inside an attempt)
@@ -83,6 +85,17 @@ class Observer:
     def on_attempt_started(self, *, run_id: str, step: StepInfo, attempt: int,
                            device: DeviceRef, worker_id: str, params: dict[str, Any],
                            **_: Any) -> None: ...
+
+    def on_attempt_placed(self, *, run_id: str, step: StepInfo, attempt: int,
+                          device: DeviceRef | None, node: dict[str, Any], **_: Any) -> None:
+        """Where the attempt really runs, as its backend reports it: the host-level device
+        (GPU UUID) and, on Ray, `node` = {node_id, node_ip, gpu_uuid, ...}."""
+
+    def on_device_decision(self, *, run_id: str, step: StepInfo, decision: str,
+                           device: str | None, reasons: dict[str, str],
+                           retry_at: float | None = None, **_: Any) -> None:
+        """Placement passed over allowed devices ("placed", `device` chosen) or found none
+        ("unavailable"); `reasons`: device id -> why (maml.runtime.devices.book)."""
 
     def on_attempt_failed(self, *, run_id: str, step: StepInfo, attempt: int,
                           error: ErrorInfo, duration: float, **_: Any) -> None: ...

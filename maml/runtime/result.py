@@ -6,29 +6,40 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-RUN_STATUSES = ("succeeded", "failed", "partial")
-STEP_STATUSES = ("succeeded", "failed", "skipped", "cached")
+RUN_STATUSES = ("succeeded", "failed", "partial", "interrupted")
+#: succeeded; failed (its own last error); skipped (an input step failed or was skipped, or
+#: its policy said skip); cancelled (the run stopped before it ran or finished); cached
+STEP_STATUSES = ("succeeded", "failed", "skipped", "cancelled", "cached")
 
 
 @dataclass
 class StepResult:
-    status: str                       # succeeded | failed | skipped | cached
-    attempts: int = 0
+    status: str                       # one of STEP_STATUSES
+    attempts: int = 0                 # attempts sent in this run (the graph's count)
     device: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     output: Any = None
     #: why the step failed or was skipped, for messages (not part of the §9 JSON)
     reason: str | None = None
+    #: the ErrorInfo of its last failed attempt (maml.runtime.events), if any failed
+    error: Any = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "attempts": self.attempts, "device": self.device,
+        data = {"status": self.status, "attempts": self.attempts, "device": self.device,
                 "params": self.params, "output": self.output}
+        if self.error is not None and self.status not in ("succeeded", "cached"):
+            data["error"] = {"class": self.error.error_class,
+                             "type": self.error.exception_type,
+                             "message": self.error.message}
+        if self.reason and self.status != "succeeded":
+            data["reason"] = self.reason
+        return data
 
 
 @dataclass
 class RunResult:
     run_id: str
-    status: str                       # succeeded | failed | partial
+    status: str                       # one of RUN_STATUSES
     steps: dict[str, StepResult] = field(default_factory=dict)
     errors: int = 0                   # failed attempts
     recoveries: int = 0               # recovery actions applied
@@ -39,6 +50,8 @@ class RunResult:
     #: one line per problem that made the run fail or partial, naming file/line/step
     problems: list[str] = field(default_factory=list)
     run_dir: str | None = None
+    #: what stopped an interrupted run ("interrupted by SIGTERM")
+    interrupted_by: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -52,3 +65,22 @@ class RunResult:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, default=str)
+
+
+def run_status(steps: dict[str, StepResult], *, stopped: bool, interrupted: bool) -> str:
+    """A run is interrupted by a signal, failed when something stopped it (a step whose
+    policy says `on_exhausted: fail`, the error budget), succeeded when every step
+    succeeded or was reused, and partial otherwise (failures its policies let it go past)."""
+    if interrupted:
+        return "interrupted"
+    if stopped:
+        return "failed"
+    if all(s.status in ("succeeded", "cached") for s in steps.values()):
+        return "succeeded"
+    return "partial"
+
+
+def counts(steps: dict[str, StepResult]) -> dict[str, int]:
+    """{status: how many steps}, in STEP_STATUSES order, zeros left out."""
+    found = [s.status for s in steps.values()]
+    return {status: found.count(status) for status in STEP_STATUSES if status in found}

@@ -2,7 +2,8 @@
 `maml.runtime.devices.book`).
 
 A StepRun holds the step's `AttemptState` (which only the executor mutates), where the step
-is in its life (pending -> waiting -> running -> succeeded | failed | skipped | cached), and
+is in its life (pending -> ready -> running [-> waiting (backoff) -> ready ...] ->
+succeeded | failed | skipped | cancelled | cached), and
 the watchdog's clock readings for the attempt in flight. The DeviceBook turns a step's
 device preferences into concrete device ids of this machine, and asks placement (when the
 devices area provides it) which one to start on.
@@ -17,7 +18,7 @@ from maml.runtime.events import StepInfo
 from maml.runtime.plan import PlannedStep
 from maml.runtime.policies import AttemptState
 
-UNFINISHED = frozenset({"pending", "waiting", "running"})
+UNFINISHED = frozenset({"pending", "ready", "waiting", "running"})
 
 
 @dataclass
@@ -31,13 +32,15 @@ class StepRun:
     output: Any = None
     digest: str | None = None
     reason: str | None = None
-    ran: bool = False                 # an attempt was sent, or a committed output reused
-    not_before: float = 0.0           # monotonic time the next attempt may start
-    worker: Any = None                # the WorkerProcess running the attempt in flight
+    error: Any = None                 # the ErrorInfo of its last failed attempt
+    attempts: int = 0                 # attempts sent (or, cached, the committed run's count)
+    waiting_on: int = 0               # needs not finished yet
+    not_before: float = 0.0           # clock time the next attempt may start
+    handle: Any = None                # the backend Handle of the attempt in flight
+    pid: int | None = None            # the process running it, once Started says so
     sent_at: float = 0.0
-    started_at: float | None = None   # when the worker said the attempt began
-    last_beat: float = 0.0
-    attempt_clock: float = 0.0        # the injected clock at send time (durations)
+    started_at: float | None = None   # when the backend said the attempt began
+    last_alive: float = 0.0
 
     def __post_init__(self) -> None:
         self.state = AttemptState(step_id=self.planned.id, params=dict(self.planned.params))
@@ -47,22 +50,22 @@ class StepRun:
     def unfinished(self) -> bool:
         return self.status in UNFINISHED
 
-    def attach(self, worker: Any, now: float, clock_now: float) -> None:
-        self.worker, self.status, self.ran = worker, "running", True
-        self.sent_at = self.last_beat = now
+    def attach(self, handle: Any, now: float) -> None:
+        self.handle, self.status, self.pid = handle, "running", None
+        self.attempts += 1
+        self.sent_at = self.last_alive = now
         self.started_at = None
-        self.attempt_clock = clock_now
 
     def detach(self) -> None:
-        self.worker = None
+        self.handle = None
 
-    def beat(self, now: float, *, started: bool = False) -> None:
-        self.last_beat = now
+    def alive(self, now: float, *, started: bool = False) -> None:
+        self.last_alive = now
         if started:
             self.started_at = now
 
-    def deadlines(self, startup_limit: float = 120.0) -> list[float]:
-        """Monotonic times at which the watchdog must look at this attempt."""
+    def deadlines(self, startup_limit: float) -> list[float]:
+        """Clock times at which the watchdog must look at this attempt."""
         policy = self.planned.policy
         if self.started_at is None:
             return [self.sent_at + startup_limit]
@@ -70,21 +73,22 @@ class StepRun:
         if policy.timeout:
             times.append(self.started_at + policy.timeout)
         if policy.heartbeat_timeout:
-            times.append(self.last_beat + policy.heartbeat_timeout)
+            times.append(self.last_alive + policy.heartbeat_timeout)
         return times
 
     def overdue(self, now: float, startup_limit: float) -> tuple[str, str] | None:
         """(error class, message) when the attempt in flight must be killed, else None."""
         policy = self.planned.policy
         if self.started_at is None:
-            if now - self.sent_at > startup_limit:
+            if now - self.sent_at >= startup_limit:
                 return "worker_lost", f"the worker did not start the attempt in {startup_limit:g} s"
             return None
-        if policy.timeout and now - self.started_at > policy.timeout:
+        if policy.timeout and now - self.started_at >= policy.timeout:
             return "timeout", (f"attempt {self.state.attempt} ran past its timeout of "
                                f"{policy.timeout:g} s; the watchdog killed the worker")
-        if policy.heartbeat_timeout and now - self.last_beat > policy.heartbeat_timeout:
-            return "hang", (f"no heartbeat for {now - self.last_beat:.2f} s (heartbeat_timeout "
-                            f"{policy.heartbeat_timeout:g} s); the watchdog killed the worker")
+        if policy.heartbeat_timeout and now - self.last_alive >= policy.heartbeat_timeout:
+            return "hang", (f"no sign of life for {now - self.last_alive:.2f} s (no heartbeat, "
+                            f"no CPU time; heartbeat_timeout {policy.heartbeat_timeout:g} s); "
+                            "the watchdog killed the worker")
         return None
 

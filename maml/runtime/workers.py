@@ -1,25 +1,19 @@
-"""Worker processes, parent side: spawning, the slot pool and the warm spare.
+"""Worker processes, parent side: spawning one, its pipe, killing it.
 
-Each device slot ("cpu" has `--workers N` slots, each GPU one) gets a worker process,
-started with `spawn` so that no CUDA context or lock is inherited, and reused for every
-attempt and step on that slot. One extra worker is always kept started as a warm spare
-(Python up, maml imported): when a worker dies or must be replaced, the spare takes its
-place at once and a new spare starts in the background, so recovery does not pay Python
-start-up on the critical path.
+Each worker is started with `spawn` so that no CUDA context or lock is inherited. The slot
+pool and the warm spare that reuse them live in maml.runtime.executors.local.
 
 The protocol spoken on each worker's pipe is described in maml.runtime.worker_main.
 """
 
 from __future__ import annotations
 
-import itertools
-import multiprocessing
 import os
 import secrets
 import signal
 import sys
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -129,76 +123,3 @@ def _main_module_hidden() -> Iterator[None]:
         yield
     finally:
         sys.modules["__main__"] = real_main
-
-
-class WorkerPool:
-    """Slots per device, each filled lazily by a worker; one warm spare kept started."""
-
-    def __init__(self, slots: Mapping[str, int], *, spare: bool = True) -> None:
-        self.slots = dict(slots)
-        self._mp = multiprocessing.get_context("spawn")
-        self._ids = (f"w{n}" for n in itertools.count(1))
-        self.workers: list[WorkerProcess] = []
-        self.keep_spare = spare
-        self.spare: WorkerProcess | None = self._spawn() if spare else None
-        self.started = 0 + (1 if spare else 0)
-
-    def _spawn(self) -> WorkerProcess:
-        return WorkerProcess(self._mp, next(self._ids))
-
-    def capacity(self, device: str) -> int:
-        return self.slots.get(device, 1 if device.startswith("cuda") else 0)
-
-    def acquire(self, device: str) -> WorkerProcess | None:
-        """An idle worker for `device`, a new one if a slot is free, or None."""
-        serving = [w for w in self.workers if w.device == device]
-        for worker in serving:
-            if not worker.busy and worker.alive():
-                worker.busy = True
-                return worker
-        for worker in [w for w in serving if not w.alive()]:
-            self.discard(worker)
-            serving.remove(worker)
-        if len(serving) >= self.capacity(device):
-            return None
-        worker = self._take_spare()
-        worker.device, worker.busy = device, True
-        self.workers.append(worker)
-        return worker
-
-    def _take_spare(self) -> WorkerProcess:
-        worker = self.spare if self.spare is not None and self.spare.alive() else None
-        if worker is None:
-            if self.spare is not None:
-                self.spare.kill()
-            worker = self._spawn()
-            self.started += 1
-        self.spare = None
-        if self.keep_spare:
-            self.spare = self._spawn()
-            self.started += 1
-        return worker
-
-    def release(self, worker: WorkerProcess) -> None:
-        worker.busy = False
-
-    def discard(self, worker: WorkerProcess) -> None:
-        """Kill a worker and free its slot; the next acquire takes the spare."""
-        worker.kill()
-        if worker in self.workers:
-            self.workers.remove(worker)
-
-    def all_processes(self) -> list[WorkerProcess]:
-        return self.workers + ([self.spare] if self.spare is not None else [])
-
-    def shutdown(self) -> None:
-        for worker in self.all_processes():
-            worker.send(("stop",))
-        for worker in self.all_processes():
-            worker.process.join(timeout=2)
-            if worker.process.is_alive():
-                worker.kill()
-            else:
-                worker.conn.close()
-        self.workers.clear()
-        self.spare = None

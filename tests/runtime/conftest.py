@@ -2,7 +2,9 @@
 
 `write_doc(front, blocks)` writes a .maml.md file (front matter from a dict, one fenced
 block per entry) and returns the parsed Document; `run` runs it with the state dir inside
-tmp_path and a recording fake `sleep`, so backoff never really waits.
+tmp_path and a FakeClock that runs with real time (timeouts and heartbeats expire as they
+would) but skips the scheduler's idle waits, so backoff never really waits
+(`runner.clock.idle` lists the skipped waits).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 import yaml
 
 import maml
+from maml.runtime.clock import FakeClock
 
 
 def doc_text(front: dict[str, Any], blocks: dict[str, str], lang: str = "python",
@@ -34,7 +37,7 @@ def doc_text(front: dict[str, Any], blocks: dict[str, str], lang: str = "python"
 class Runner:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.sleeps: list[float] = []
+        self.clock = FakeClock(real_time=True)
         self.count = 0
 
     def write_doc(self, front: dict[str, Any], blocks: dict[str, str], *, execute: bool = True,
@@ -52,7 +55,7 @@ class Runner:
         from maml.runtime.api import run_document
 
         options.setdefault("state_dir", str(self.tmp_path / ".maml"))
-        options.setdefault("sleep", self.sleeps.append)
+        options.setdefault("clock", self.clock)
         options.setdefault("workers", 2)
         return run_document(doc, **options)
 

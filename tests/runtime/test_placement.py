@@ -304,3 +304,31 @@ def test_the_plan_carries_the_memory_hint_in_bytes(runner):
                            {"s": "def run(inputs, params, ctx):\n    return 1"})
     plan = build_plan(doc)
     assert plan.steps["s"].memory == 4 * GiB and plan.steps["t"].memory is None
+
+
+def test_device_decisions_and_placements_are_kept_in_the_signed_graph(tmp_path, monkeypatch):
+    import maml.graph
+    from maml.runtime.events import DeviceRef, StepInfo
+
+    monkeypatch.setenv("MAML_CONFIG_DIR", str(tmp_path / "config"))
+    step = StepInfo(id="s", kind="python", devices=("cuda:0", "cuda:1"))
+    gpu = DeviceRef(id="cuda:1", kind="cuda", index=1, uuid="GPU-b")
+    with maml.graph.Recorder(tmp_path / "g") as recorder:
+        recorder.on_run_started(run_id="r", document="d.maml.md", steps=[step], started_at=1.0)
+        recorder.on_device_decision(run_id="r", step=step, decision="placed", device="cuda:1",
+                                    reasons={"cuda:0": "critical health"}, retry_at=None)
+        recorder.on_attempt_started(run_id="r", step=step, attempt=1, device=gpu,
+                                    worker_id="ray-cuda:1-0", params={})
+        recorder.on_attempt_placed(run_id="r", step=step, attempt=1, device=gpu,
+                                   node={"node_id": "abc", "node_ip": "10.0.0.2"})
+        recorder.on_run_finished(run_id="r", status="succeeded", errors=0, recoveries=0,
+                                 duration=1.0)
+    graph = maml.graph.open(tmp_path / "g")
+    nodes = {data["type"]: (n, data) for n, data in graph.nx.nodes(data=True)}
+    decision_id, decision = nodes["device_decision"]
+    assert decision["reasons"] == {"cuda:0": "critical health"} and decision["device"] == "cuda:1"
+    placement_id, placement = nodes["placement"]
+    assert placement["node"] == {"node_id": "abc", "node_ip": "10.0.0.2"}
+    assert placement["device"]["uuid"] == "GPU-b"
+    assert graph.nx.has_edge(nodes["attempt"][0], placement_id)
+    assert graph.nx.has_edge(nodes["step"][0], decision_id)

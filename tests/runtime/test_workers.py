@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from maml.runtime.workers import WorkerPool
+from maml.runtime.executors.local import WorkerPool
 from worker_helpers import outcome, request
 
 

@@ -21,11 +21,15 @@ import dataclasses
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 #: messages after which an attempt's stream ends
 _FINAL = ("result", "error")
+#: seconds a batch of messages may wait for more before it is yielded (well under any
+#: heartbeat interval, so the watchdog never starves)
+BATCH_WINDOW = 0.02
 
 
 class _QueueConn:
@@ -59,15 +63,24 @@ class SlotActor:
                          name=f"maml-attempt-{request.step.id}").start()
         batch: list[tuple[Any, ...]] = [("where", self._where)]
         while True:
-            batch.append(self._messages.get())
-            while not self._messages.empty():
-                batch.append(self._messages.get_nowait())
-            batch = [m for m in batch if m[0] != "released"]
+            batch += self._collect()
             if any(m[0] in _FINAL for m in batch):
                 yield batch
                 return
             yield batch
             batch = []
+
+    def _collect(self) -> list[tuple[Any, ...]]:
+        """The next message, and whatever follows within BATCH_WINDOW: a short attempt's
+        whole life (started, heartbeat, result) is one object in Ray's store."""
+        batch = [self._messages.get()]
+        deadline = time.monotonic() + BATCH_WINDOW
+        while batch[-1][0] not in _FINAL and (left := deadline - time.monotonic()) > 0:
+            try:
+                batch.append(self._messages.get(timeout=left))
+            except queue.Empty:
+                break
+        return [m for m in batch if m[0] != "released"]
 
     def release(self) -> bool:
         """Drop the kinds' cached state (the backend's clear_cache)."""
