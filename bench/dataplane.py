@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 DOC = """---
 maml_version: "1.0"
-permissions: {execute: true}
+permissions: {{execute: true}}
 pipeline:
   - {{id: make, block: make, params: {{n: {n}}}}}
   - {{id: use, block: use, needs: [make]}}

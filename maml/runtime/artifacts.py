@@ -213,9 +213,7 @@ def write_array(array: Any, directory: Path) -> dict[str, Any]:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
     try:
         write_all(fd, header)
-        for chunk in _chunks(data):
-            sha.update(chunk)
-            write_all(fd, chunk)
+        _hash_while_writing(fd, data, sha)
         os.close(fd)
         digest = sha.hexdigest()
         os.replace(tmp, directory / f"{digest}.npy")
@@ -233,6 +231,22 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def _hash_while_writing(fd: int, data: memoryview, sha: Any) -> None:
+    """Write `data` to `fd` and feed it to `sha`, hashing chunk i on a helper thread while
+    chunk i is written (both release the GIL): the cost is max(hash, write), not the sum."""
+    if len(data) <= _CHUNK:
+        sha.update(data)
+        write_all(fd, data)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="maml-sha256") as pool:
+        for chunk in _chunks(data):
+            hashed = pool.submit(sha.update, chunk)
+            write_all(fd, chunk)
+            hashed.result()
 
 
 def _npy_header(array: Any) -> bytes:
