@@ -27,8 +27,22 @@ KIND_NEEDS = {"llm": (("torch", "transformers"), "llm"),
               "video": (("cv2", "numpy"), "video")}
 
 
+def _has_cuda() -> bool:
+    """A CUDA GPU that CuPy can use (documents with `requires.devices: [cuda]` need one)."""
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    import cupy
+
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except cupy.cuda.runtime.CUDARuntimeError:
+        return False
+
+
 def _missing(doc) -> str | None:
     """Why this document cannot run here, or None."""
+    if "cuda" in ((doc.meta.get("requires") or {}).get("devices") or []) and not _has_cuda():
+        return "needs a CUDA GPU (requires.devices: [cuda])"
     libs = (doc.meta.get("requires") or {}).get("libs") or []
     for lib in libs:
         try:

@@ -65,7 +65,8 @@ def command(host: str, port: int, state_dir: str, graph_path: str | None, concur
     shown = f"[{host}]" if ":" in host else host
     where = f"http://{shown}:{port}/"
     login = where if no_token else f"{where}?token={credentials.token}"
-    click.echo(f"maml serve: dashboard {login}\nmaml serve: API {where}api/v1 (docs "
-               f"{where}api/v1/docs), MCP {where}mcp; token from {credentials.source}", err=True)
+    click.echo(f"maml serve: dashboard {login}\nmaml serve: API {where}api/v1 (OpenAPI "
+               f"{where}api/v1/openapi.json), MCP {where}mcp; token from {credentials.source}",
+               err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3,
                 server_header=False)

@@ -160,8 +160,11 @@ def _in_maml(filename: str) -> bool:
 def locate(exc: BaseException, filename: str) -> dict[str, Any] | None:
     """Where in the document `exc` was raised: the innermost frame in `filename` (a block's
     code is compiled under the document's path, with document line numbers), as
-    {"path", "line", "in"}; "in" is "block load" for module level, else "name()"."""
+    {"path", "line", "in"}; "in" is "block load" (module level), "block compile" (a
+    SyntaxError) or "name()"."""
     for link in _chain(exc):
+        if isinstance(link, SyntaxError) and link.filename == filename and link.lineno:
+            return {"path": filename, "line": link.lineno, "in": "block compile"}
         frames = tb.extract_tb(link.__traceback__) if link.__traceback__ else []
         mine = [f for f in frames if f.filename == filename]
         if mine:

@@ -1,4 +1,4 @@
-"""The HTTP API under /api/v1: thin routes over `Service` (OpenAPI at /api/v1/docs).
+"""The HTTP API under /api/v1: thin routes over `Service` (OpenAPI at /api/v1/openapi.json).
 
 Every error is JSON, `{"error": {"code": "MAML-...", "message", ...}}`, with the code the
 CLI would print; 4xx for the caller's mistakes (see app.STATUS). Run events stream as

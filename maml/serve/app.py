@@ -1,7 +1,8 @@
 """create_app(): the FastAPI application of `maml serve`.
 
     /              the dashboard (static files from maml/serve/static, shipped in the wheel)
-    /api/v1/...    the API (maml.serve.api); OpenAPI at /api/v1/openapi.json, docs at /api/v1/docs
+    /api/v1/...    the API (maml.serve.api); OpenAPI at /api/v1/openapi.json, read in the
+                   dashboard at /#/api
     /mcp           the MCP tools over streamable HTTP (maml.serve.mcp_tools)
 
 Every request passes `Guard` (bearer token) and `BodyLimit` first. CORS is off: no
@@ -69,8 +70,10 @@ def create_app(service: Service, credentials: Credentials, *,
         finally:
             service.close()
 
-    app = FastAPI(title="maml", version=__version__, lifespan=lifespan,
-                  docs_url="/api/v1/docs", redoc_url=None, openapi_url="/api/v1/openapi.json")
+    # FastAPI's own docs pages load Swagger UI from a CDN: the dashboard's #/api view
+    # renders the OpenAPI document from files served here instead
+    app = FastAPI(title="maml", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url="/api/v1/openapi.json")
     _handlers(app)
     app.include_router(router(service))
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
@@ -100,6 +103,11 @@ def _handlers(app: FastAPI) -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"error": {"code": UsageError.code, "message": problems,
                                        "details": jsonable(exc.errors())}}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": {"code": MamlError.code, "message": f"internal error: "
+                                       f"{type(exc).__name__}: {exc}"}}, status_code=500)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

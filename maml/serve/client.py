@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from maml.errors import DocumentError, MamlError, RefusedError, UsageError
+from maml.serve.views import FINAL_STATUSES
 
 DEFAULT_SERVER = "http://127.0.0.1:8742"
 _BY_CODE: dict[str, type[MamlError]] = {"MAML-E002": UsageError, "MAML-E100": DocumentError,
                                         "MAML-E300": RefusedError}
-FINAL = frozenset({"succeeded", "failed", "partial", "interrupted", "cancelled"})
 
 
 class Client:
@@ -42,14 +42,26 @@ class Client:
         try:
             answer = self._http.request(method, "/api/v1" + path, **kwargs)
         except httpx.TransportError as exc:
-            raise UsageError(f"cannot reach maml serve at {self.base}: {exc} "
-                             "(is it running? see `maml serve`)") from None
+            raise _Unreachable(f"cannot reach maml serve at {self.base}: {exc} "
+                               "(is it running? see `maml serve`)") from None
         if answer.status_code >= 400:
             raise _error(answer)
         return answer.json()
 
-    def submit(self, **request: Any) -> str:
-        return self._call("POST", "/runs", json=request)["run_id"]
+    def submit(self, retries: int = 3, **request: Any) -> str:
+        """Queue a run; a lost answer is retried with the same Idempotency-Key, so the
+        document runs once however often the POST had to be sent."""
+        import uuid
+
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        for attempt in range(retries + 1):
+            try:
+                return self._call("POST", "/runs", json=request, headers=headers)["run_id"]
+            except _Unreachable:
+                if attempt == retries:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     def run(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/runs/{run_id}")
@@ -79,9 +91,13 @@ class Client:
                     break
         except httpx.TransportError:
             pass
-        while (run := self.run(run_id))["status"] not in FINAL:
+        while (run := self.run(run_id))["status"] not in FINAL_STATUSES:
             time.sleep(poll)
         return run
+
+
+class _Unreachable(UsageError):
+    """The server did not answer (down, restarting, wrong URL)."""
 
 
 def _error(answer: Any) -> MamlError:

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from maml.errors import DocumentError, MamlError, UsageError
+from maml.serve import views
 from maml.serve.hub import EventHub
 from maml.serve.records import Records, RunRequest, next_seq
 from maml.serve.runner import CancelToken, RunCancelled, Runner
 
 log = logging.getLogger(__name__)
-
-FINAL_STATUSES = frozenset({"succeeded", "failed", "partial", "interrupted", "cancelled"})
 
 
 class NotFound(UsageError):
@@ -52,6 +51,7 @@ class Service:
         self.inventory: Any = None
         self._requests: dict[str, RunRequest] = {}
         self._by_key: dict[str, str] = {}          # idempotency key -> run id
+        self._finals: dict[str, dict[str, Any]] = {}   # run id -> its final record
         self._lock = threading.Lock()
         self._seq = 0
         self._devices: Any = None
@@ -78,6 +78,7 @@ class Service:
                 self.hub.publish(request.run_id, "run_requeued")
                 self.runner.put(request)
             else:
+                self._finals[request.run_id] = final
                 view.status = final["result"]["status"]
         self.runner.start()
 
@@ -210,9 +211,10 @@ class Service:
 
     def _finish(self, run_id: str, result: dict[str, Any], started: float,
                 problems: list[str], output: Any, code: str | None = None) -> None:
-        self.records.finish(run_id, {"result": result, "problems": problems, "output": output,
-                                     "code": code, "started_at": started,
-                                     "finished_at": time.time()})
+        final = {"result": result, "problems": problems, "output": output, "code": code,
+                 "started_at": started, "finished_at": time.time()}
+        self.records.finish(run_id, final)
+        self._finals[run_id] = final
         self.hub.publish(run_id, "run_finished", status=result["status"],
                          errors=result.get("errors", 0), recoveries=result.get("recoveries", 0),
                          problems=problems)
@@ -227,74 +229,27 @@ class Service:
         """The run as `maml run --json` prints it (status queued|running until it ends),
         plus document, times, problems and each step's attempt history."""
         request = self.request(run_id)
-        final = self.records.final(run_id)
-        view = self.hub.views.get(run_id)
-        result = dict(final["result"]) if final else self._live(run_id)
-        for step_id, step in result.get("steps", {}).items():
-            live = view.steps.get(step_id, {}) if view else {}
-            step.setdefault("error", live.get("error"))
-            step["history"] = live.get("history", [])
-        result.update(document=request.path, principal=request.principal,
-                      submitted_at=request.submitted_at,
-                      started_at=view.started_at if view else None,
-                      finished_at=final["finished_at"] if final else None,
-                      problems=final["problems"] if final else [],
-                      dag=view.dag if view else [], queued=request.run_id in self.runner.queued())
-        return result
+        return views.run_object(request, self._finals.get(run_id), self.hub.views.get(run_id),
+                                self._live(run_id), queued=run_id in self.runner.queued())
 
     def _live(self, run_id: str) -> dict[str, Any]:
         from maml.runtime.checkpoint import RunStore
 
-        view = self.hub.views.get(run_id)
-        store = RunStore(self.state_dir, run_id)
-        steps = {}
-        for step_id, step in (view.steps.items() if view else ()):
-            output = None
-            if step["status"] in ("succeeded", "cached"):
-                committed = store.committed(step_id)
-                output = committed["output"] if committed else None
-            status = step["status"] if step["status"] in ("succeeded", "failed", "skipped",
-                                                          "cached", "cancelled") else "running"
-            status = "pending" if step["status"] == "pending" else status
-            steps[step_id] = {"status": status, "attempts": step["attempts"],
-                              "device": step["device"], "params": step["params"],
-                              "output": output, "error": step["error"]}
-        status = view.status if view else "queued"
-        status = "queued" if status in ("queued", "requeued") else status
-        status = status if status in FINAL_STATUSES | {"queued"} else "running"
-        return {"run_id": run_id, "status": status, "steps": steps,
-                "errors": view.errors if view else 0,
-                "recoveries": view.recoveries if view else 0,
-                "graph": str(self.recorder.path) if self.recorder else None}
+        return views.live_result(run_id, self.hub.views.get(run_id),
+                                 RunStore(self.state_dir, run_id),
+                                 str(self.recorder.path) if self.recorder else None)
 
     def runs(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Newest first: id, status, document, times, errors, recoveries, step counts."""
         rows = []
         for request in sorted(self._requests.values(), key=lambda r: r.seq, reverse=True):
-            view = self.hub.views.get(request.run_id)
-            final = self.records.final(request.run_id)
-            row_status = final["result"]["status"] if final else self._live_status(view)
-            if status and row_status != status:
-                continue
-            steps = view.steps.values() if view else ()
-            rows.append({"run_id": request.run_id, "status": row_status,
-                         "document": request.path, "submitted_at": request.submitted_at,
-                         "started_at": view.started_at if view else None,
-                         "finished_at": final["finished_at"] if final else None,
-                         "errors": view.errors if view else 0,
-                         "recoveries": view.recoveries if view else 0,
-                         "steps": len(view.steps) if view else 0,
-                         "steps_done": sum(s["status"] in ("succeeded", "cached")
-                                           for s in steps)})
+            row = views.run_row(request, self._finals.get(request.run_id),
+                                self.hub.views.get(request.run_id))
+            if status is None or row["status"] == status:
+                rows.append(row)
             if len(rows) >= limit:
                 break
         return rows
-
-    @staticmethod
-    def _live_status(view: Any) -> str:
-        if view is None or view.status in ("queued", "requeued"):
-            return "queued"
-        return view.status if view.status in FINAL_STATUSES else "running"
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; a run that has ended is left as it is."""

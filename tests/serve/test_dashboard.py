@@ -77,6 +77,8 @@ def test_a_run_recovers_from_oom_live_and_the_graph_and_gpu_views_render(server,
     assert hot.get_attribute("data-status") in ("warning", "critical")
     assert page.inner_text("[data-gpu='cuda:1'] [data-field=temperature]").startswith("91")
     page.screenshot(path=str(tmp_path / "gpus.png"), full_page=True)
+    page.click("[data-nav=api]")
+    assert "/api/v1/runs/{run_id}/events" in page.inner_text("#api")
     assert all(url.startswith(server.url) for url in requests), "a request left the server"
     assert all((tmp_path / name).stat().st_size > 10_000 for name in ("run.png", "graph.png",
                                                                      "gpus.png"))

@@ -25,10 +25,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from maml.errors import CudaFault, DeviceUnavailable, OutOfMemory, StepFailure
+from maml.runtime.classify import CUDA_ERROR_MARKERS as _CUDA_MARKERS  # the one list
 
 MEMORY_FRACTION_ENV = "MAML_CUDA_MEMORY_FRACTION"
-_CUDA_MARKERS = ("cuda error", "device-side assert", "illegal memory access", "cublas_status",
-                 "cudnn_status", "cudnn error")
 _capped: set[int] = set()
 
 

@@ -2,7 +2,9 @@
 
 Sources hand out batches as lists of uint8 frames (H, W, 3) in OpenCV's BGR order (a list,
 not one stacked array: the OpenCV path works frame by frame and a stack is a copy):
-* a file path (relative to the document's directory), read with cv2.VideoCapture;
+* a file path (relative to the document's directory), read with cv2.VideoCapture until the
+  stream ends: the container's frame count (`header_frames`) is only a hint for progress -
+  a truncated file has fewer frames than its header says, some files have none in it;
 * `camera:N`, cv2.VideoCapture(N); a camera that will not open is DeviceUnavailable;
 * `synthetic`: `{frames, width, height, fps, pattern, seed}` with pattern moving_square,
   noise or gradient. Frame i depends only on (seed, i), so any batch size gives the same
@@ -10,7 +12,10 @@ not one stacked array: the OpenCV path works frame by frame and a stack is a cop
 `max_frames` stops any source early.
 
 A file sink (`sink: {path, codec: mp4v|MJPG, fps}`) writes with cv2.VideoWriter; a path is
-taken from the document's directory, no path writes `<run_dir>/<step>.<mp4|avi>`.
+taken from the document's directory, no path writes `<run_dir>/<step>.<mp4|avi>`. It writes
+to a temporary file beside the target and renames it over the target only when the step
+succeeds (`commit`), so a failed step leaves neither a partial file nor a stale one that
+looks like its output.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class SyntheticSource:
         self.fps, self.pattern, self.seed = float(spec["fps"]), spec["pattern"], int(spec["seed"])
         frames = int(spec["frames"])
         self.total = min(frames, limit) if limit is not None else frames
+        self.header_frames: int | None = None
         self.position = 0
 
     def read(self, count: int) -> list[Any] | None:
@@ -86,9 +92,10 @@ class CaptureSource:
                                         "(cv2.VideoCapture refused it)", **where)
             raise InvalidInput(f"video file {target} cannot be opened", **where)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        known = count if count > 0 and isinstance(target, str) else None
-        bounds = [x for x in (known, limit) if x is not None]
-        self.total = min(bounds) if bounds else None
+        self.header_frames = count if count > 0 and isinstance(target, str) else None
+        bounds = [x for x in (self.header_frames, limit) if x is not None]
+        self.total = min(bounds) if bounds else None        # for progress only
+        self.limit = limit
         self.fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 30.0)
         self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -96,7 +103,7 @@ class CaptureSource:
 
     def read(self, count: int) -> list[Any] | None:
         frames = []
-        while len(frames) < count and (self.total is None or self.position < self.total):
+        while len(frames) < count and (self.limit is None or self.position < self.limit):
             ok, frame = self.capture.read()
             if not ok:
                 break
@@ -108,8 +115,10 @@ class CaptureSource:
         self.capture.release()
 
 
-def open_source(params: dict[str, Any], doc_dir: str, where: dict[str, Any]) -> Any:
-    """The source `params.source` names (see module doc)."""
+def open_source(params: dict[str, Any], doc_dir: str, where: dict[str, Any], *,
+                path_only: bool = False) -> Any:
+    """The source `params.source` names (see module doc); with `path_only`, a file source
+    is returned as its checked Path, for a GPU decoder to open."""
     source = params.get("source", "synthetic")
     limit = int(params["max_frames"]) if params.get("max_frames") is not None else None
     if source == "synthetic" or isinstance(source, dict):
@@ -125,21 +134,31 @@ def open_source(params: dict[str, Any], doc_dir: str, where: dict[str, Any]) -> 
     path = path if path.is_absolute() else Path(doc_dir) / path
     if not path.is_file():
         raise InvalidInput(f"video source {path} does not exist", **where)
-    return CaptureSource(str(path), limit, where)
+    return path if path_only else CaptureSource(str(path), limit, where)
 
 
 class FileSink:
-    """Frames to a video file; opened on the first batch, when the output size is known."""
+    """Frames to a video file; opened on the first batch, when the output size is known.
+
+    Written to `.<name>.partial-<pid><suffix>` beside `path`; `commit()` renames it into
+    place, `discard()` removes it (see module doc)."""
 
     def __init__(self, spec: dict[str, Any], default_fps: float, fallback: Path,
                  doc_dir: str, where: dict[str, Any]) -> None:
+        import os
+
         self.codec = str(spec.get("codec", "mp4v"))
         if self.codec not in CODECS:
             raise InvalidInput(f"sink codec {self.codec!r} is not one of {', '.join(CODECS)}",
                                **where)
         raw = spec.get("path")
-        path = Path(raw) if raw else fallback.with_suffix(CODECS[self.codec])
-        self.path = path if path.is_absolute() else Path(doc_dir) / path
+        if raw:
+            path = Path(raw).expanduser()
+            self.path = path if path.is_absolute() else Path(doc_dir) / path
+        else:
+            self.path = fallback.absolute().with_suffix(CODECS[self.codec])
+        self.partial = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}"
+                                           f"{self.path.suffix}")
         self.fps = float(spec.get("fps") or default_fps)
         self.where = where
         self.writer: Any = None
@@ -150,8 +169,9 @@ class FileSink:
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             height, width = frames[0].shape[:2]
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec),
-                                          self.fps, (width, height), frames[0].ndim == 3)
+            self.writer = cv2.VideoWriter(str(self.partial),
+                                          cv2.VideoWriter_fourcc(*self.codec), self.fps,
+                                          (width, height), frames[0].ndim == 3)
             if not self.writer.isOpened():
                 raise InvalidInput(f"cannot write {self.path} with codec {self.codec} (OpenCV "
                                    f"refused it; use a {CODECS[self.codec]} file name)",
@@ -162,3 +182,15 @@ class FileSink:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+            self.writer = None
+
+    def commit(self) -> None:
+        """Make the written file the sink's file (an atomic rename on one filesystem)."""
+        import os
+
+        self.close()
+        os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        self.close()
+        self.partial.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ paths agree up to rounding. The filters take their 1-D kernels from OpenCV
 (getGaussianKernel, getDerivKernels) and pad the way OpenCV does (reflect-101 for blur and
 sobel, replicate for Canny's gradient).
 
-Canny follows OpenCV's algorithm with tensor ops: 3x3 Sobel, L1 magnitude, non-maximum
+Canny follows OpenCV's algorithm with tensor ops: 3x3 Sobel, L2 magnitude (squared, compared with squared thresholds, as OpenCV does), non-maximum
 suppression over the four quantised directions with OpenCV's tie-breaking, the double
 threshold, and hysteresis as repeated 3x3 dilation of the strong edges inside the weak ones
 until nothing changes (OpenCV follows edges with a stack; the fixed point is the same set).
@@ -98,10 +98,10 @@ class TorchChain:
         smooth, deriv = [1.0, 2.0, 1.0], [-1.0, 0.0, 1.0]
         gx = self._separable(gray, deriv, smooth, "replicate")
         gy = self._separable(gray, smooth, deriv, "replicate")
-        magnitude = gx.abs() + gy.abs()
+        magnitude = gx * gx + gy * gy          # L2, squared as OpenCV compares it (exact)
         keep = self._non_maximum(magnitude, gx, gy)
-        weak = keep & (magnitude > float(op.args["low"]))
-        edges = weak & (magnitude > float(op.args["high"]))
+        weak = keep & (magnitude > float(op.args["low"]) ** 2)
+        edges = weak & (magnitude > float(op.args["high"]) ** 2)
         while True:                    # hysteresis: grow strong edges through weak ones
             before = edges
             for _ in range(8):

@@ -73,6 +73,8 @@ class LLMKind(Kind):
                             where=where):
             loaded = load_model(ctx.cache, ref, task=params["task"],
                                 precision=params["precision"], device=device, where=where)
+        from maml.runtime.kinds._tokens import token_cached   # kept across this step's attempts
+        loaded = token_cached(loaded, step.id)
         batch_size = int(params["batch_size"])
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", **where)

@@ -92,14 +92,24 @@ def compiled_block(body: str, filename: str, first_line: int, step_id: str) -> t
             ast.increment_lineno(tree, first_line - 1)
             code = compile(tree, filename, "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as exc:
-            line = getattr(exc, "lineno", None)
+            line = _to_document_line(exc, first_line)
             raise BlockInvalid(f"the block does not compile: {type(exc).__name__}: "
                                f"{getattr(exc, 'msg', None) or exc}", path=filename,
-                               line=(first_line + line - 1) if line else first_line,
-                               step=step_id) from exc
+                               line=line, step=step_id) from exc
         _COMPILED[key] = code
         _remember_lines(filename, first_line, body)
     return code
+
+
+def _to_document_line(exc: BaseException, first_line: int) -> int:
+    """Move a SyntaxError's line numbers from the block to the document; the line."""
+    if not isinstance(exc, SyntaxError) or not exc.lineno:
+        return first_line
+    offset = first_line - 1
+    exc.lineno += offset
+    if exc.end_lineno:
+        exc.end_lineno += offset
+    return exc.lineno
 
 
 def _remember_lines(filename: str, first_line: int, body: str) -> None:

@@ -1,11 +1,20 @@
-"""The `quantum` step kind: an OpenQASM 2/3 or qiskit block, simulated on qiskit-aer.
+"""The `quantum` step kind: an OpenQASM 2/3 or qiskit block, simulated on qiskit-aer, or on
+an NVIDIA GPU through cuStateVec.
 
 Params (schemas/kinds/quantum.json): `shots` (default 1024; 0 runs no sampling), `method`
 (an AerSimulator method, default automatic), `precision` double|single, `seed`,
 `return_statevector` (default true), `max_statevector_qubits` (default 10) and
 `max_memory_mb` (Aer's own memory limit; default: what Aer reads from the machine).
 
-The device is the worker's: "cuda[:N]" asks Aer for device="GPU", "cpu" for "CPU".
+Which simulator runs (`simulator` and `simulator_device` in the output say which did):
+* device "cpu": Aer on the CPU.
+* device "cuda[:N]", method automatic/statevector, a circuit without mid-circuit
+  measurement: cuStateVec when cuquantum-python and CuPy are installed (the `quantum-gpu`
+  extra; _statevector.py fuses the gates, _custatevec.py runs them), else Aer's GPU build.
+* a method Aer has no GPU implementation of (matrix_product_state, stabilizer,
+  extended_stabilizer) runs on Aer's CPU, whatever the device: that is what `switch_method`
+  asks for when a statevector does not fit on the GPU.
+* otherwise DeviceUnavailable, naming what to install, so `next_device`/`cpu` recover.
 
 Failures, as qiskit-aer 0.18 reports them (found by experiment, see tests):
 * a statevector that does not fit: Aer checks before it allocates and does not raise;
@@ -13,17 +22,24 @@ Failures, as qiskit-aer 0.18 reports them (found by experiment, see tests):
   Required memory: 262144M, max memory: 24105M" -> OutOfMemory. `lower_precision`
   (double -> single) halves the requirement; `switch_method` (-> matrix_product_state)
   needs memory by entanglement, not by width. `max_memory_mb` moves Aer's limit, which makes
-  the check deterministic across machines.
+  the check deterministic across machines. cuStateVec's path checks the GPU's free memory
+  before allocating and raises the same OutOfMemory.
 * a GPU Aer was not built for: `run()` raises RuntimeError('Simulation device "GPU" is not
   supported on this system'); with "GPU" missing from `available_devices()` that is
   DeviceUnavailable, which `next_device`/`cpu` recover.
 A circuit wider than the simulator's advertised width (Aer sizes `n_qubits` from memory for
 dense methods) is transpiled to Aer's standard gates without a coupling map, so that Aer's
 memory check - which knows the precision and method - decides, not the transpiler.
+
+Dynamic circuits (mid-circuit measurement, reset, classical control): the final state is one
+sampled branch, so no `statevector` is returned; `probabilities` are the frequencies of the
+measured classical register over the shots (`probabilities_source: "counts"`), or left out
+with a note when there are no shots.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from maml.errors import DeviceUnavailable, InvalidInput, OutOfMemory, StepFailure, require
@@ -37,6 +53,9 @@ DEFAULTS: dict[str, Any] = {"shots": 1024, "method": "automatic", "precision": "
 #: methods that can save a statevector (the others hold a different state)
 STATEVECTOR_METHODS = frozenset({"automatic", "statevector", "matrix_product_state",
                                  "extended_stabilizer"})
+#: methods Aer implements only on the CPU
+CPU_ONLY_METHODS = frozenset({"matrix_product_state", "stabilizer", "extended_stabilizer"})
+GPU_METHODS = frozenset({"automatic", "statevector"})       # what cuStateVec simulates
 _OOM_MARKERS = ("insufficient memory", "not enough memory")
 
 
@@ -59,39 +78,99 @@ class QuantumKind(Kind):
         params = {**DEFAULTS, **step.params, **(ctx.params or {})}
         require("qiskit", "quantum")
         require("qiskit_aer", "quantum")
+        from maml.runtime.kinds._statevector import is_dynamic
+
         circuit = load_circuit(step, params, where)
-        simulator = make_simulator(params, ctx.device, where)
+        if params["precision"] not in ("double", "single"):
+            raise InvalidInput(f"precision {params['precision']!r} is not double or single",
+                               **where)
+        dynamic = is_dynamic(circuit)
+        simulator, on = choose_simulator(params, ctx.device, dynamic, where)
         ctx.heartbeat()
         shots = int(params["shots"])
         output: dict[str, Any] = {"num_qubits": circuit.num_qubits, "shots": shots,
                                   "method": params["method"], "precision": params["precision"],
-                                  "device": ctx.device, "measurements_added": False}
-        if shots > 0:
-            measured = circuit
-            if circuit.num_clbits == 0 or not circuit.count_ops().get("measure"):
-                measured = circuit.measure_all(inplace=False)
-                output["measurements_added"] = True
-            result = simulate(simulator, measured, params, ctx.device, where, shots=shots)
-            output["counts"] = dict(sorted(result.get_counts(0).items()))
-            ctx.progress(1, 2, "circuits")
-        if params["return_statevector"] and circuit.num_qubits <= int(
-                params["max_statevector_qubits"]):
-            output.update(statevector_output(simulator, circuit, params, ctx.device, where))
+                                  "device": ctx.device, "simulator": simulator,
+                                  "simulator_device": on, "measurements_added": False}
+        measured = circuit
+        if circuit.num_clbits == 0 or not circuit.count_ops().get("measure"):
+            measured = circuit.measure_all(inplace=False)
+            output["measurements_added"] = shots > 0
+        started = time.perf_counter()
+        if simulator == "custatevec":
+            from maml.runtime.kinds._quantum_gpu import run_custatevec
+
+            output.update(run_custatevec(measured, params, ctx, where))
+        else:
+            output.update(run_aer(measured, circuit, params, on, dynamic, ctx, where))
+        output["seconds"] = round(time.perf_counter() - started, 6)
         ctx.progress(2, 2, "circuits")
         return output
 
 
-def make_simulator(params: dict[str, Any], device: str, where: dict[str, Any]) -> Any:
+def choose_simulator(params: dict[str, Any], device: str, dynamic: bool,
+                     where: dict[str, Any]) -> tuple[str, str]:
+    """(simulator, its device): see the module doc for the order."""
+    from maml.runtime.kinds import _custatevec
+
+    method = params["method"]
+    if device == "cpu" or method in CPU_ONLY_METHODS:
+        return "aer", "CPU"
+    if method in GPU_METHODS and not dynamic and _custatevec.available():
+        return "custatevec", "GPU"
+    if "GPU" in aer_devices():
+        return "aer", "GPU"
+    why = "dynamic circuits (mid-circuit measurement, reset, classical control) need Aer" \
+        if dynamic else f"method {method} is not simulated by cuStateVec" \
+        if method not in GPU_METHODS else "cuquantum-python and CuPy are not installed " \
+        "(pip install 'maml-engine[quantum-gpu]')"
+    raise DeviceUnavailable(f"no GPU simulator for {device}: {why}, and this qiskit-aer has "
+                            "no GPU (devices: " + ", ".join(aer_devices()) + ")", **where)
+
+
+def run_aer(measured: Any, circuit: Any, params: dict[str, Any], on: str, dynamic: bool,
+            ctx: StepContext, where: dict[str, Any]) -> dict[str, Any]:
+    """Counts (and the statevector, when asked and small) from Aer on `on` (CPU/GPU)."""
+    simulator = make_simulator(params, on, where)
+    output: dict[str, Any] = {}
+    shots = int(params["shots"])
+    if shots > 0:
+        result = simulate(simulator, measured, params, ctx.device, where, shots=shots)
+        output["counts"] = dict(sorted(result.get_counts(0).items()))
+        ctx.progress(1, 2, "circuits")
+    if dynamic:
+        output.update(dynamic_probabilities(output.get("counts"), shots))
+    elif params["return_statevector"] and circuit.num_qubits <= int(
+            params["max_statevector_qubits"]):
+        output.update(statevector_output(simulator, circuit, params, ctx.device, where))
+    return output
+
+
+def dynamic_probabilities(counts: dict[str, int] | None, shots: int) -> dict[str, Any]:
+    """A dynamic circuit's distribution over its measured register: the shots' frequencies.
+
+    Its final state is one sampled branch, so it is never reported as the distribution."""
+    note = ("dynamic circuit (mid-circuit measurement, reset or classical control): the final "
+            "state is one sampled branch, so no statevector")
+    if not counts:
+        return {"statevector": None, "statevector_note": note, "probabilities": None,
+                "probabilities_note": note + "; run with shots > 0 for the measured "
+                "register's frequencies"}
+    return {"statevector": None, "statevector_note": note,
+            "probabilities": {k: v / shots for k, v in counts.items()},
+            "probabilities_source": "counts",
+            "probabilities_note": f"frequencies of the measured register over {shots} shots"}
+
+
+def make_simulator(params: dict[str, Any], on: str, where: dict[str, Any]) -> Any:
     from qiskit_aer import AerSimulator
 
     options: dict[str, Any] = {"method": params["method"], "precision": params["precision"],
-                               "device": "CPU" if device == "cpu" else "GPU"}
+                               "device": on}
     if params.get("seed") is not None:
         options["seed_simulator"] = int(params["seed"])
     if params.get("max_memory_mb"):
         options["max_memory_mb"] = int(params["max_memory_mb"])
-    if params["precision"] not in ("double", "single"):
-        raise InvalidInput(f"precision {params['precision']!r} is not double or single", **where)
     simulator = AerSimulator()
     if params["method"] not in simulator.available_methods():
         raise InvalidInput(f"method {params['method']!r} is not one of Aer's: "
@@ -167,9 +246,22 @@ def statevector_output(simulator: Any, circuit: Any, params: dict[str, Any], dev
     unmeasured = circuit.remove_final_measurements(inplace=False)
     unmeasured.save_statevector()
     result = simulate(simulator, unmeasured, params, device, where, shots=1)
-    amplitudes = np.asarray(result.get_statevector(0))
-    width = unmeasured.num_qubits
-    probabilities = {format(i, f"0{width}b"): round(float(abs(a) ** 2), 12)
-                     for i, a in enumerate(amplitudes) if abs(a) ** 2 > 1e-12}
+    return state_output(np.asarray(result.get_statevector(0)))
+
+
+def state_output(amplitudes: Any) -> dict[str, Any]:
+    """`statevector` (complex, 2**n; an artifact where the data plane stores arrays, else
+    [re, im] pairs) and `probabilities` keyed by basis state, qubit 0 rightmost."""
+    import importlib.util
+
+    import numpy as np
+
+    amplitudes = np.asarray(amplitudes)
+    width = max(int(amplitudes.size).bit_length() - 1, 0)
+    weights = np.abs(amplitudes.astype(np.complex128)) ** 2
+    probabilities = {format(int(i), f"0{width}b"): round(float(weights[i]), 12)
+                     for i in np.flatnonzero(weights > 1e-12)}
+    if importlib.util.find_spec("maml.runtime.artifacts") is not None:
+        return {"statevector": amplitudes, "probabilities": probabilities}
     return {"statevector": [[float(a.real), float(a.imag)] for a in amplitudes],
             "probabilities": probabilities}

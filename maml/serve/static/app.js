@@ -1,5 +1,6 @@
 /* The dashboard's router and its one live connection. Views: #/ (runs), #/runs/ID (a run),
-   #/graph (error graph), #/gpus (GPU panel). Live updates come from Server-Sent Events
+   #/graph (error graph), #/gpus (GPU panel), #/api (the
+   OpenAPI document as a table). Live updates come from Server-Sent Events
    (EventSource sends the HttpOnly token cookie; no token is ever visible to scripts). */
 "use strict";
 
@@ -37,12 +38,13 @@ async function route() {
   const hash = location.hash || "#/";
   const [, page, id] = hash.split("/");
   for (const link of document.querySelectorAll("[data-nav]")) {
-    link.classList.toggle("active", link.dataset.nav === (page === "graph" || page === "gpus" ? page : "runs"));
+    link.classList.toggle("active", link.dataset.nav === (["graph", "gpus", "api"].includes(page) ? page : "runs"));
   }
   try {
     if (page === "runs" && id) await runView(view, live, decodeURIComponent(id));
     else if (page === "graph") await graphView(view);
     else if (page === "gpus") await gpuView(view);
+    else if (page === "api") await apiView(view);
     else await runsView(view, live);
   } catch (error) {
     showError(view, error);

@@ -116,3 +116,21 @@ function updateGpu(card, device) {
   if (data.labels.length > HISTORY) { data.labels.shift(); data.datasets.forEach((d) => d.data.shift()); }
   card.chart.update();
 }
+
+async function apiView(view) {
+  const answer = await fetch("/api/v1/openapi.json", {credentials: "same-origin"});
+  const spec = await answer.json();
+  const rows = [];
+  for (const [path, methods] of Object.entries(spec.paths)) {
+    for (const [method, op] of Object.entries(methods)) {
+      const params = (op.parameters || []).map((p) => `${p.name}${p.required ? "" : "?"} (${p.in})`);
+      const body = op.requestBody ? Object.values(op.requestBody.content)[0].schema.$ref : null;
+      rows.push(h("tr", {}, h("td", {class: "mono"}, method.toUpperCase()), h("td", {class: "mono"}, path),
+        h("td", {}, op.summary || ""), h("td", {class: "mono muted"}, [...params, body ? `body: ${body.split("/").pop()}` : ""].filter(Boolean).join(", "))));
+    }
+  }
+  view.replaceChildren(h("h1", {}, `API ${spec.info.version}`),
+    h("p", {class: "muted"}, "Every request needs the bearer token: Authorization: Bearer <token> (maml serve --show-token). ",
+      h("a", {href: "/api/v1/openapi.json"}, "openapi.json")),
+    h("table", {id: "api"}, h("tr", {}, ["method", "path", "what", "parameters"].map((t) => h("th", {}, t))), ...rows));
+}

@@ -54,3 +54,43 @@ def test_dataclasses_defined_in_a_block_work(runner):
             "result = asdict(P(3))")
     doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": body})
     assert runner.run(doc).steps["a"].output == {"x": 3}
+
+
+def test_a_block_that_does_not_compile_is_invalid_input_and_never_retried(runner, events):
+    doc = runner.write_doc({"policy": {"retries": 3}, "pipeline": [{"id": "a", "block": "a"}]},
+                           {"a": "x = 1\ndef run(inputs:\n    return 1"})
+    result = runner.run(doc, observers=[events])
+    failures = events.of("on_attempt_failed")
+    assert len(failures) == 1 and result.steps["a"].attempts == 1
+    error = failures[0]["error"]
+    bad_line = doc.source.splitlines().index("def run(inputs:") + 1
+    assert error.error_class == "invalid_input"
+    assert "does not compile" in error.message and "SyntaxError" in error.message
+    assert headline(error).endswith(f"at {doc.path}:{bad_line} (block compile)")
+
+
+def test_sys_exit_in_a_block_says_so(runner, events):
+    doc = runner.write_doc({"policy": {"retries": 0}, "pipeline": [{"id": "a", "block": "a"}]},
+                           {"a": "import sys\nsys.exit(3)"})
+    runner.run(doc, observers=[events])
+    error = events.of("on_attempt_failed")[0]["error"]
+    exit_line = doc.source.splitlines().index("sys.exit(3)") + 1
+    assert (error.error_class, error.exception_type) == ("user_error", "SystemExit")
+    assert headline(error) == (f"SystemExit: the block called sys.exit(3) at "
+                               f"{doc.path}:{exit_line} (block load)")
+
+
+def test_a_block_shared_by_many_steps_is_compiled_once_per_worker(runner):
+    body = ("import gc, types\n"
+            "def run(inputs, params, ctx):\n"
+            "    from maml.runtime.kinds import python\n"
+            "    return [len(python._COMPILED), len(python._LINES[ctx_file()])]\n"
+            "def ctx_file():\n"
+            "    return __file__\n")
+    steps = [{"id": f"s{n}", "block": "a"} for n in range(12)]
+    doc = runner.write_doc({"pipeline": steps}, {"a": body})
+    result = runner.run(doc, workers=1)
+    lines = len(doc.source.splitlines())
+    for n in range(12):
+        compiled, known = result.steps[f"s{n}"].output
+        assert compiled == 1 and known <= lines      # one code object, one line list

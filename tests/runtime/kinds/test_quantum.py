@@ -127,14 +127,56 @@ def test_lower_precision_alone_fixes_a_circuit_that_fits_in_single(make_ctx, mak
 
 
 @pytest.mark.skipif("GPU" in aer_devices(), reason="this Aer build has a GPU")
-def test_gpu_refused_by_aer_is_device_unavailable_and_cpu_works(make_ctx, make_step):
+def test_gpu_without_a_gpu_simulator_is_device_unavailable_and_cpu_works(
+        make_ctx, make_step, monkeypatch):
+    from maml.runtime.kinds import _custatevec
+
+    monkeypatch.setattr(_custatevec, "available", lambda: False)
     params = {"shots": 64, "method": "statevector", "seed": 9}
     with pytest.raises(DeviceUnavailable) as caught:
         run(make_ctx, make_step, params, device="cuda:0")
-    assert isinstance(caught.value.__cause__, RuntimeError)
-    assert "GPU" in str(caught.value.__cause__)
+    assert "quantum-gpu" in caught.value.message and "no GPU" in caught.value.message
     assert classify(caught.value) == "device_unavailable"
     assert set(run(make_ctx, make_step, params, device="cpu")["counts"]) == {"00", "11"}
+
+
+def test_matrix_product_state_on_a_cuda_step_runs_on_aers_cpu(make_ctx, make_step):
+    """switch_method's target has no GPU implementation in Aer: it runs on the CPU, and the
+    output says so."""
+    params = {"width": 12, "shots": 50, "method": "matrix_product_state", "seed": 2}
+    out = run(make_ctx, make_step, params, GHZ, "python", device="cuda:0")
+    assert (out["simulator"], out["simulator_device"], out["device"]) == (
+        "aer", "CPU", "cuda:0")
+    assert set(out["counts"]) <= {"0" * 12, "1" * 12}
+
+
+DYNAMIC = """OPENQASM 2.0;
+include "qelib1.inc";
+qreg q[2];
+creg c[2];
+h q[0];
+measure q[0] -> c[0];
+if (c==1) x q[1];
+measure q[1] -> c[1];
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_dynamic_circuit_probabilities_are_the_distribution_not_a_branch(make_ctx, make_step,
+                                                                        seed):
+    """q1 copies the mid-circuit outcome of q0: 00 and 11 each half the time, whatever
+    branch the last shot took."""
+    out = run(make_ctx, make_step, {"shots": 4000, "seed": seed}, DYNAMIC)
+    assert out["statevector"] is None and "sampled branch" in out["statevector_note"]
+    assert out["probabilities_source"] == "counts"
+    assert set(out["probabilities"]) == {"00", "11"}
+    assert out["probabilities"]["00"] == pytest.approx(0.5, abs=0.05)
+    assert sum(out["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_dynamic_circuit_without_shots_has_no_probabilities(make_ctx, make_step):
+    out = run(make_ctx, make_step, {"shots": 0}, DYNAMIC)
+    assert out["probabilities"] is None and "shots > 0" in out["probabilities_note"]
 
 
 def test_qasm_error_names_the_document_line(make_ctx, make_step):
