@@ -1,6 +1,6 @@
 """Validation speed: maml against the hand-rolled check a user would otherwise write.
 
-    .venv/bin/python bench/validate.py            # --rounds N --cold-runs N
+    .venv/bin/python bench/validate.py            # --rounds N --cold-runs N --steps N
 
 The peer: python-frontmatter to split the document, jsonschema on the front matter only,
 the validator built once (against maml's own front-matter schema, so both check the same
@@ -14,6 +14,9 @@ no line numbers: it does strictly less work than maml.
    in milliseconds (timed separately).
 2. Cold start: one fresh process validating one document, median of --cold-runs runs:
    `maml validate X`, the peer as a script, and `python -c pass` as the floor.
+
+3. Scale: parse + validate of a generated document of --steps python steps in a chain (one
+   shared block), in-process, median of 3 after a warm-up (issue 12: <= 1 s for 10,000).
 
 What the numbers say (2-core shared machine, see the report for a run): maml's full
 validation is ~0.3x the peer's rate because it does ~3x the work; the largest single item is
@@ -130,6 +133,32 @@ def alias_bomb_ms() -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def big_document(steps: int) -> str:
+    """`steps` python steps, each needing the one before, sharing one block."""
+    lines = ['---', 'maml_version: "1.0"', "permissions: {execute: true}", "pipeline:",
+             "  - {id: s0, block: b}"]
+    lines += [f"  - {{id: s{i}, block: b, needs: [s{i - 1}]}}" for i in range(1, steps)]
+    lines += ["---", "## Code_Blocks", "```python {id=b}", "def run(inputs, params, ctx):",
+              "    return 1", "```", ""]
+    return "\n".join(lines)
+
+
+def scale(steps: int) -> float:
+    from maml.document.parser import parse
+    from maml.document.validate import validate
+
+    text = big_document(steps)
+    errors = [d for d in validate(parse(text)) if d.severity == "error"]
+    if errors:
+        raise SystemExit(f"the generated document is invalid: {errors[0].format()}")
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        validate(parse(text))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def cold(command: list[str], runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -150,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--cold-runs", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=10_000)
     args = parser.parse_args()
     docs = documents()
     rates = throughput(docs, args.rounds)
@@ -169,6 +199,8 @@ def main() -> None:
     print(f"| cold start, one document (s) | {cold_maml:.3f} | | {cold_peer:.3f} | {floor:.3f} |")
     print(f"| alias bomb (9 aliases x 9 levels) | refused in {alias_bomb_ms():.1f} ms | | "
           "does not finish | |")
+    print(f"| {args.steps:,} steps in one document, parse + validate (s) | {scale(args.steps):.3f} "
+          "| | | |")
     print(f"\nthroughput vs the peer: maml {m / p:.2f}x, maml front matter only {f / p:.2f}x; "
           f"cold start above the interpreter floor: maml {cold_maml - floor:.3f} s, "
           f"peer {cold_peer - floor:.3f} s")

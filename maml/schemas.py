@@ -211,3 +211,13 @@ def _refs(node: Any, base: str, depth: int = 0):
         for key, value in node.items():
             if key not in ("const", "enum", "examples", "default"):
                 yield from _refs(value, base, depth + 1)
+
+
+def instance_errors(schema: dict[str, Any], instance: Any) -> list[Any]:
+    """Every error of `instance` against a document's schema, in path order. A `$ref` the
+    registry does not hold is a ValueError naming it (validate reports it first, MAML-S204)."""
+    bad = foreign_refs(schema)
+    if bad:
+        raise ValueError(f"$ref {bad[0]!r} points outside the schema and the schemas maml "
+                         "ships; maml does not fetch schemas")
+    return sorted(user_validator(schema).iter_errors(instance), key=lambda e: list(e.path))

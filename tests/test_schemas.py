@@ -95,3 +95,53 @@ def test_dereferenced_validator_reports_what_the_registry_one_does():
             return sorted((tuple(e.absolute_path), e.message) for e in validator.iter_errors(instance))
         assert errors(schemas.validator("front-matter")) == errors(with_refs)
     assert errors(with_refs)  # the last instance really is invalid
+
+
+def _serve_once(tmp_path):
+    """A loopback HTTP server that records every request it gets (and answers none)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            seen.append(conn.recv(1024))   # never answers: a fetch would hang here
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    return server, seen, stop
+
+
+def test_remote_and_file_refs_are_located_errors_and_nothing_is_fetched(tmp_path):
+    from maml.document.parser import parse
+    from maml.document.validate import validate
+
+    server, seen, stop = _serve_once(tmp_path)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/s.json"
+    text = ('---\nmaml_version: "1.0"\n---\n## Input_Schema\n```json\n{"type": "object",\n'
+            f' "properties": {{"a": {{"$ref": "{url}"}},\n'
+            '                "b": {"$ref": "file:///etc/hostname"},\n'
+            '                "c": {"$ref": "#/$defs/ok"},\n'
+            '                "d": {"$ref": "https://maml.dev/schemas/common.json#/$defs/duration"}},\n'
+            ' "$defs": {"ok": {"type": "string"}}}\n```\n')
+    try:
+        found = [(d.code, d.line) for d in validate(parse(text)) if d.severity == "error"]
+        assert found == [("MAML-S204", 7), ("MAML-S204", 8)]
+        with pytest.raises(ValueError, match="does not fetch"):
+            schemas.instance_errors(parse(text).input_schema, {"a": 1})
+    finally:
+        stop.set()
+        server.close()
+    assert seen == []
+    ok = {"properties": {"c": {"$ref": "#/$defs/ok"}}, "$defs": {"ok": {"type": "string"}}}
+    assert [e.message for e in schemas.instance_errors(ok, {"c": 3})] == \
+        ["3 is not of type 'string'"]

@@ -72,7 +72,7 @@ def _block(doc: Document, token: Token, lines: list[str], section: Section | Non
     start, end = token.map  # type: ignore[misc]
     lang, attr_text = split_info(token.info)
     attrs, problems = parse_attrs(attr_text) if attr_text else ({}, [])
-    closed = end - 1 > start and _closes(lines[end - 1], token.markup)
+    closed = _closed(token, lines)
     block = Block(lang=lang, body=token.content, span=SourceSpan(start + 1, 1, end),
                   info=token.info.strip(), attrs=attrs,
                   section=section.name if section else None, closed=closed)
@@ -88,10 +88,15 @@ def _block(doc: Document, token: Token, lines: list[str], section: Section | Non
     return block
 
 
-def _closes(line: str, markup: str) -> bool:
-    stripped = line.strip()
-    return (stripped.startswith(markup) and set(stripped) == {markup[0]}
-            and len(line) - len(line.lstrip()) < 4)
+def _closed(token: Token, lines: list[str]) -> bool:
+    """Whether markdown-it ended the fence before the end of the document: at its closing
+    fence (then the map spans the content and both fence lines), or at the end of the list
+    item or quote holding it (CommonMark). Only a fence that swallows the rest of the
+    document is reported as never closed."""
+    start, end = token.map  # type: ignore[misc]
+    if end - start == token.content.count("\n") + 2:
+        return True
+    return any(line.strip() for line in lines[end:])
 
 
 def _close_sections(doc: Document, lines: list[str]) -> None:

@@ -27,7 +27,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "MAML-P104": ("error", "the document is empty"),
     "MAML-P105": ("error", "the document looks binary (NUL bytes)"),
     "MAML-P106": ("error", "the document is larger than maml parses"),
-    "MAML-P110": ("warning", "no YAML front matter"),
+    "MAML-P110": ("error", "no front matter: not a MAML document"),
     "MAML-P111": ("error", "front-matter keys without the --- fences"),
     "MAML-P112": ("error", "front matter opened with --- but never closed"),
     "MAML-P113": ("error", "the front matter is not valid YAML"),
@@ -50,10 +50,13 @@ CODES: dict[str, tuple[Severity, str]] = {
     "MAML-D404": ("info", "a YAML timestamp was read as an ISO-8601 string"),
     "MAML-D405": ("info", "a value maml records but does not act on"),
     "MAML-D406": ("warning", "a key with a value maml cannot interpret"),
+    "MAML-D407": ("warning", "an unknown top-level key close to a known one (a typo?)"),
+    "MAML-D408": ("warning", "a value YAML 1.1 read as a base-60 number (1:30 is 90)"),
     # schemas
     "MAML-S201": ("error", "the front matter does not match schemas/front-matter.json"),
     "MAML-S202": ("warning", "a step's params hold a key its kind does not know"),
     "MAML-S203": ("error", "Input_Schema or Output_Schema is not a valid JSON Schema"),
+    "MAML-S204": ("error", "a JSON Schema $ref to something maml does not hold (it never fetches)"),
     # semantics
     "MAML-V301": ("error", "two steps share an id"),
     "MAML-V302": ("error", "`needs` names a step that does not exist"),
@@ -74,6 +77,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "MAML-V317": ("error", "a pipeline step that cannot be read (not a mapping, no id, ...)"),
     "MAML-V318": ("error", "`needs` without step names (a bare `needs` attribute, a number)"),
     "MAML-V320": ("error", "`permissions` maml cannot read (an unknown right, a bad value): refused"),
+    "MAML-V321": ("error", "a python block that does not compile"),
+    "MAML-V322": ("error", "an OpenQASM block that does not parse (syntax, gate, qubit, include)"),
+    "MAML-V323": ("error", "a python block another step needs defines no run/execute_skill/result"),
+    "MAML-V324": ("info", "code that could not be checked here (qiskit not installed)"),
+    "MAML-V325": ("warning", "a last python step defines no run/execute_skill/result (returns None)"),
 }
 
 

@@ -62,14 +62,40 @@ def normalise(doc: Document) -> None:
             meta["extra"][key] = json_view(value)  # the dialect's own marker: no note
         else:
             meta["extra"][key] = json_view(value)
-            notes.append(diagnostic(
-                "MAML-D403", f"front-matter key {key!r} is kept in meta['extra'] but maml does "
-                "not use it", doc.span_of(key)))
+            notes.append(_unknown_key(doc, key))
     if doc.dialect not in ("canonical", "unknown"):
         notes.append(diagnostic("MAML-D401", f"read as the {doc.dialect} MAML dialect",
                                 doc.front_matter_span))
     doc.meta = meta
     doc.diagnostics.extend(notes)
+
+
+#: every top-level key maml reads (any dialect) or that an engine part reads from `extra`
+KNOWN_KEYS = (*META_KEYS, *_DIALECT_KEYS, "health", "executor", "signature")
+
+
+def _unknown_key(doc: Document, key: str) -> Diagnostic:
+    """A typo of a known key changes what the document means (`pipline:` leaves the steps
+    implicit): a warning with the fix. Any other unknown key is kept, with a note."""
+    close = [k for k in KNOWN_KEYS if edit_distance(key.lower(), k) <= min(2, len(k) // 3)]
+    if close:
+        best = min(close, key=lambda k: edit_distance(key.lower(), k))
+        return diagnostic("MAML-D407", f"front-matter key {key!r} is not one maml knows: did "
+                          f"you mean {best!r}? (as written it is ignored)", doc.span_of(key))
+    return diagnostic("MAML-D403", f"front-matter key {key!r} is kept in meta['extra'] but "
+                      "maml does not use it", doc.span_of(key))
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions), two rows at a time."""
+    previous = list(range(len(b) + 1))
+    for i, char in enumerate(a, start=1):
+        current = [i]
+        for j, other in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (char != other)))
+        previous = current
+    return previous[-1]
 
 
 def _normalise_value(doc: Document, key: str, target: str, value: Any,

@@ -40,6 +40,8 @@ class Layout:
 
     body: list[str]
     yaml_text: str | None = None
+    #: "yaml" (`---`) or "toml" (`+++`, Hugo): how yaml_text is to be read
+    front_matter_format: str = "yaml"
     yaml_first_line: int = 0
     front_matter_span: SourceSpan | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -51,7 +53,7 @@ def split(text: str, scan_body: bool = True) -> Layout:
     layout = Layout(body=lines)
     _unwrap_fenced_document(layout)
     first = _first_nonblank(layout.body, 0)
-    if first is not None and layout.body[first].rstrip() == "---":
+    if first is not None and layout.body[first].rstrip() in ("---", "+++"):
         _take_front_matter(layout, first)
     else:
         _report_missing_front_matter(layout, first)
@@ -108,14 +110,16 @@ def _closing_fence(lines: list[str], start: int, marker: str) -> int | None:
 
 def _take_front_matter(layout: Layout, first: int) -> None:
     lines = layout.body
-    close = next((i for i in range(first + 1, len(lines)) if lines[i].rstrip() in ("---", "...")),
-                 None)
+    fence = lines[first].rstrip()
+    ends = ("+++",) if fence == "+++" else ("---", "...")
+    close = next((i for i in range(first + 1, len(lines)) if lines[i].rstrip() in ends), None)
     if close is None:
         layout.diagnostics.append(diagnostic(
-            "MAML-P112", f"front matter opened with '---' at line {first + 1} is never closed; "
-            "add a '---' line after the last key (or, if the '---' is meant as a horizontal "
-            "rule, put text before it)", SourceSpan(first + 1)))
+            "MAML-P112", f"front matter opened with '{fence}' at line {first + 1} is never "
+            f"closed; add a '{fence}' line after the last key (or, if the '---' is meant as a "
+            "horizontal rule, put text before it)", SourceSpan(first + 1)))
         return
+    layout.front_matter_format = "toml" if fence == "+++" else "yaml"
     layout.yaml_text = "\n".join(lines[first + 1:close])
     layout.yaml_first_line = first + 2
     layout.front_matter_span = SourceSpan(first + 1, 1, close + 1)
@@ -139,8 +143,9 @@ def _report_missing_front_matter(layout: Layout, first: int | None) -> None:
     where = (f" (the '---' at line {rule + 1} is a horizontal rule, not front matter: front "
              "matter must start on the first line)" if rule is not None else "")
     layout.diagnostics.append(diagnostic(
-        "MAML-P110", f"the document has no YAML front matter{where}; start it with "
-        "'---', 'maml_version: \"1.0\"', '---'", SourceSpan(first + 1)))
+        "MAML-P110", f"the document has no front matter{where}, so it is not a MAML document; "
+        "start it with three lines: '---', 'maml_version: \"1.0\"', '---'",
+        SourceSpan(first + 1)))
 
 
 def _outside_fences(lines: list[str], start: int):

@@ -135,6 +135,9 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)
     #: position of every front-matter key and list item, by its path: ("pipeline", 0, "kind")
     key_spans: dict[tuple[Any, ...], SourceSpan] = field(default_factory=dict)
+    #: plain YAML scalars that YAML 1.1 reads unlike they look (`no` -> False, `1:30` -> 90),
+    #: by path -> the text as written; validate's hints come from here
+    yaml_literals: dict[tuple[Any, ...], str] = field(default_factory=dict)
     title: str | None = None
     sections: list[Section] = field(default_factory=list)
     blocks: list[Block] = field(default_factory=list)

@@ -5,6 +5,7 @@ The stages, in order (each may add diagnostics, none may raise on content):
     source.decode        bytes -> str: UTF-8 with replacement, BOM, CRLF, NUL bytes
     layout.split         where the front matter is; wrapped, unfenced, doubled front matter
     yamlload.load        bounded safe YAML with the position of every key and list item
+    tomlload.load        or TOML between `+++` lines (Hugo), with the line of every key
     dialects.normalise   which dialect, and the normalised `meta`
     body.read_body       sections, fenced blocks, History, Input/Output schemas
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from maml.document import body, dialects, layout, source, yamlload
+from maml.document import body, dialects, layout, source, tomlload, yamlload
 from maml.document.codes import diagnostic
 from maml.document.model import Document, SourceSpan
 
@@ -35,7 +36,8 @@ def parse(text: str | bytes, path: str | None = None) -> Document:
     doc.diagnostics.extend(parts.diagnostics)
     doc.front_matter_span = parts.front_matter_span
     if parts.yaml_text is not None:
-        _read_front_matter(doc, parts.yaml_text, parts.yaml_first_line)
+        _read_front_matter(doc, parts.yaml_text, parts.yaml_first_line,
+                           toml=parts.front_matter_format == "toml")
     dialects.normalise(doc)
     if oversize:
         doc.diagnostics.append(oversize)
@@ -51,10 +53,11 @@ def parse_file(path: str | os.PathLike[str]) -> Document:
     return parse(data, path=os.fspath(path))
 
 
-def _read_front_matter(doc: Document, yaml_text: str, first_line: int) -> None:
-    loaded = yamlload.load(yaml_text, first_line)
+def _read_front_matter(doc: Document, yaml_text: str, first_line: int, toml: bool) -> None:
+    loaded = tomlload.load(yaml_text, first_line) if toml else yamlload.load(yaml_text, first_line)
     doc.diagnostics.extend(loaded.diagnostics)
     doc.key_spans = loaded.key_spans
+    doc.yaml_literals = loaded.literals
     if not loaded.ok:
         return
     if loaded.data is None:

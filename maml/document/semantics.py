@@ -45,6 +45,11 @@ def check_placeholders(doc: Document, value: Any = None,
                        path: tuple[Any, ...] = ()) -> Iterator[Finding]:
     """Template placeholders left in front-matter values: [YOUR_UUID], {{x}}, %{x}."""
     if not path:
+        span = doc.front_matter_span
+        text = "\n".join(doc.source.split("\n")[:span.end_line]) if span and span.end_line \
+            else doc.source
+        if not _PLACEHOLDER.search(text):   # one regex pass instead of a walk of every value
+            return
         value = doc.front_matter
     if isinstance(value, dict):
         for key, item in value.items():
@@ -57,3 +62,26 @@ def check_placeholders(doc: Document, value: Any = None,
             "MAML-V312", f"{'.'.join(map(str, path))}: {match.group()!r} is a template "
             f"placeholder that was never filled in; replace it with a real value",
             doc.span_of(*path)))
+
+
+_DURATIONS = frozenset({"timeout", "heartbeat_timeout", "initial", "max", "cooldown",
+                        "breaker_cooldown", "backoff"})
+
+
+def check_base60(doc: Document) -> Iterator[Finding]:
+    """`timeout: 1:30` is the YAML 1.1 base-60 number 90: say how it was read."""
+    for path, written in doc.yaml_literals.items():
+        if ":" not in written or not path:
+            continue
+        value = _value_at(doc.front_matter, path)
+        where = ".".join(map(str, path))
+        unit = (f"; as a duration that is {value} seconds: write '{value}s', or quote "
+                f"it" if path[-1] in _DURATIONS else "; quote it if you meant the text")
+        yield (path, diagnostic("MAML-D408", f"{where}: {written} was read by YAML 1.1 as the "
+                                f"base-60 number {value}{unit}", doc.span_of(*path)))
+
+
+def _value_at(value: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        value = value[part]
+    return value

@@ -65,6 +65,7 @@ class StepTable:
     findings: list[Finding] = field(default_factory=list)
     #: the key path of each step's `needs` (or its fence), where graph findings point
     needs_paths: dict[str, Path] = field(default_factory=dict)
+    _by_index: tuple[int, dict[int, StepDecl]] = field(default=(-1, {}), repr=False)
 
     @property
     def diagnostics(self) -> list[Diagnostic]:
@@ -76,7 +77,11 @@ class StepTable:
 
     def by_index(self, index: int) -> StepDecl | None:
         """The declared step that is `pipeline[index]`, if it could be read."""
-        return next((s for s in self.steps if s.key_path == ("pipeline", index)), None)
+        count, by_index = self._by_index
+        if count != len(self.steps):   # built once the steps are read (they only grow)
+            by_index = {s.key_path[1]: s for s in self.steps if s.key_path}
+            self._by_index = (len(self.steps), by_index)
+        return by_index.get(index)
 
 
 def declared_pipeline(doc: Document) -> Any:
@@ -126,7 +131,7 @@ def _declared(doc: Document, index: int, entry: Any, table: StepTable) -> StepDe
         problem(here, "MAML-V317", f"pipeline[{index}]: a step is a mapping with an id, not "
                 f"{entry!r}")
         return None
-    sid = _step_id(entry.get("id"))
+    sid = _step_id(entry.get("id"), doc.yaml_literals.get(here + ("id",)))
     if isinstance(sid, Exception):
         problem(here + ("id",) if "id" in entry else here, "MAML-V317",
                 f"pipeline[{index}]: {sid}")
@@ -145,11 +150,11 @@ def _declared(doc: Document, index: int, entry: Any, table: StepTable) -> StepDe
         span=span, key_path=here)
 
 
-def _step_id(value: Any) -> str | Exception:
+def _step_id(value: Any, written: str | None = None) -> str | Exception:
     if isinstance(value, bool):
-        spelled = "yes/no/on/off/true/false"
-        return ValueError(f"id: {value!r} is a YAML boolean (YAML 1.1 reads {spelled} as "
-                          "true/false); quote the id: id: \"no\"")
+        spelled = written or str(value).lower()
+        return ValueError(f"id: {spelled} is a YAML 1.1 boolean ({str(value).lower()}), not a "
+                          f"name; quote it: id: \"{spelled}\"")
     if isinstance(value, int) or (isinstance(value, str) and value.strip()):
         return str(value)
     if value is None:

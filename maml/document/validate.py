@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import re
 from functools import lru_cache
 from typing import Any
 
 from maml.document import permissions, semantics
+from maml.document.code import check_code
 from maml.document.codes import diagnostic, sort_key
-from maml.document.model import Diagnostic, Document
+from maml.document.model import Diagnostic, Document, SourceSpan
 from maml.document.steps import (Finding, StepDecl, StepTable, kind_problem, nothing_to_run,
                                  read_steps)
 from maml.document.yamlload import json_view
@@ -30,6 +33,8 @@ def validate(doc: Document) -> list[Diagnostic]:
     findings: list[Finding] = list(table.findings)
     findings.extend(semantics.check_faults(doc, {s.id for s in table.steps}))
     findings.extend(semantics.check_placeholders(doc))
+    findings.extend(check_code(doc, table))
+    findings.extend(semantics.check_base60(doc))
     semantic_paths = {path for path, _ in findings}
     result = list(doc.diagnostics)
     result.extend(_schema_diagnostics(doc, table, semantic_paths))
@@ -46,20 +51,60 @@ def _schema_diagnostics(doc: Document, table: StepTable,
         return []
     from maml.schemas import validator
 
-    instance = json_view(doc.front_matter)
+    # the steps (meta holds their JSON view already) are checked one by one below, each
+    # shape once; the rest of the front matter in one pass
+    pipeline = doc.meta.get("pipeline") if "pipeline" in doc.front_matter else None
+    steps = pipeline if isinstance(pipeline, list) else []
+    instance = json_view({k: ([] if k == "pipeline" and steps else v)
+                          for k, v in doc.front_matter.items()})
+    errors = [((), e) for e in validator("front-matter").iter_errors(instance)]
+    errors += [(("pipeline", i), e) for i, step in enumerate(steps) for e in _step_errors(step)]
     out: list[Diagnostic] = []
-    for error in validator("front-matter").iter_errors(instance):
-        if _covered(error, _error_path(error, ()), semantic_paths):
+    for base, error in errors:
+        if _covered(error, _error_path(error, base), semantic_paths):
             continue
         for leaf in _leaves(error):
-            if not _covered(leaf, _error_path(leaf, ()), semantic_paths):
-                out.extend(_describe(doc, table, leaf, ()))
+            if not _covered(leaf, _error_path(leaf, base), semantic_paths):
+                out.extend(_describe(doc, table, leaf, base))
     # every kind's params against its own schema, plugins included (maml.kinds)
     for step in table.steps:
         if step.key_path and step.kind and step.params and not kind_problem(step.kind):
-            params = instance["pipeline"][step.key_path[1]]["params"]
+            params = steps[step.key_path[1]]["params"]
             out.extend(_kind_params(doc, table, step, params))
     return out
+
+
+_STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")   # common.json's step_id
+
+
+def _step_errors(step: Any) -> list[Any]:
+    """The schema errors of one pipeline entry. 10,000 steps are mostly a few shapes that
+    differ only in `id` and `needs`: valid ids and needs are replaced by stand-ins and each
+    shape is checked once (an invalid id or needs is kept, so its error is the real one)."""
+    if not isinstance(step, dict):
+        return _step_shape_errors(json.dumps(step))
+    shape = dict(step)
+    if isinstance(shape.get("id"), str) and _STEP_ID.match(shape["id"]):
+        shape["id"] = "id"
+    needs = shape.get("needs")
+    if isinstance(needs, list) and all(isinstance(n, str) and _STEP_ID.match(n) for n in needs) \
+            and len(set(needs)) == len(needs):
+        shape["needs"] = [f"n{i}" for i in range(len(needs))]
+    elif isinstance(needs, str) and _STEP_ID.match(needs):
+        shape["needs"] = "n"
+    return _step_shape_errors(json.dumps(shape, sort_keys=True))
+
+
+@lru_cache(maxsize=1024)
+def _step_shape_errors(shape: str) -> list[Any]:
+    return list(_step_validator().iter_errors(json.loads(shape)))
+
+
+@lru_cache(maxsize=1)
+def _step_validator() -> Any:
+    from maml.schemas import dereferenced, validator
+
+    return validator("pipeline").evolve(schema=dereferenced("pipeline")["items"])
 
 
 def _error_path(error: Any, base: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -86,17 +131,23 @@ def _covered(error: Any, path: tuple[Any, ...], semantic_paths: set[tuple[Any, .
 
 def _kind_params(doc: Document, table: StepTable, step: StepDecl,
                  params: Any) -> list[Diagnostic]:
-    from maml.kinds import get_kind
-    from maml.schemas import params_validator
-
     base = step.key_path + ("params",)
     try:
-        return [d for error in params_validator(get_kind(step.kind)).iter_errors(params)
+        return [d for error in _params_errors(step.kind, json.dumps(params, sort_keys=True))
                 for d in _describe(doc, table, error, base, step.kind)]
     except Exception as exc:   # a plugin's schema with a $ref maml does not hold
         return [diagnostic("MAML-S204", f"step {step.id!r}: the params schema of kind "
                            f"{step.kind!r} cannot be used: {exc}", doc.span_of(*base),
                            step=step.id)]
+
+
+@lru_cache(maxsize=1024)
+def _params_errors(kind: str, params: str) -> list[Any]:
+    """A kind's params errors, once per distinct params (10,000 steps share a few)."""
+    from maml.kinds import get_kind
+    from maml.schemas import params_validator
+
+    return list(params_validator(get_kind(kind)).iter_errors(json.loads(params)))
 
 
 def _describe(doc: Document, table: StepTable, error: Any, base: tuple[Any, ...],
@@ -112,13 +163,22 @@ def _describe(doc: Document, table: StepTable, error: Any, base: tuple[Any, ...]
     kind = kind or (step.kind if step else None)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         return _unexpected_keys(doc, error, path, sid, kind)
-    message = error.message
+    message = error.message + _yaml11_hint(doc, path, error)
     description = error.schema.get("description") if isinstance(error.schema, dict) else None
     if error.validator in ("not", "anyOf", "oneOf") and description:
         message = f"{error.instance!r} is not valid here: expected {description}"
     where = _dotted(path) or "front matter"
     return [diagnostic("MAML-S201", f"{where}: {message}{_schema_hint(path, kind)}",
                        doc.span_of(*path), step=sid)]
+
+
+def _yaml11_hint(doc: Document, path: tuple[Any, ...], error: Any) -> str:
+    """`id: no` is refused as "False is not of type 'string'": say why it is a boolean."""
+    written = doc.yaml_literals.get(path)
+    if written is None or not isinstance(error.instance, bool):
+        return ""
+    return (f" ({written!r} is a YAML 1.1 boolean, read as {str(error.instance).lower()}: "
+            f"quote it, \"{written}\")")
 
 
 def _specific(error: Any) -> list[Any]:
@@ -207,7 +267,34 @@ def _json_schema_diagnostics(doc: Document) -> list[Diagnostic]:
             out.append(diagnostic("MAML-S203", f"{name} is not a valid JSON Schema: at {where}: "
                                   f"{error.message}; fix it so inputs/outputs can be checked",
                                   span))
+        out.extend(_foreign_refs(doc, name, schema, span))
     return out
+
+
+def _foreign_refs(doc: Document, name: str, schema: dict[str, Any],
+                  span: SourceSpan | None) -> list[Diagnostic]:
+    """A `$ref` to anything but the shipped schemas and the schema itself: maml never
+    fetches one (no network, no hang, no local file read)."""
+    from maml.schemas import foreign_refs
+
+    out = []
+    for ref in foreign_refs(schema)[:20]:
+        out.append(diagnostic(
+            "MAML-S204", f"{name}: $ref {ref!r} points outside this schema and the schemas maml "
+            "ships; maml does not fetch schemas (no network, no files): put the definition "
+            "under $defs and refer to it as #/$defs/NAME", _ref_span(doc, ref, span)))
+    return out
+
+
+def _ref_span(doc: Document, ref: str, span: SourceSpan | None) -> SourceSpan | None:
+    """The line of the `"$ref": "<ref>"` inside the schema's section, else the schema's."""
+    start = span.line if span else 1
+    lines = doc.source.split("\n")
+    for number in range(start, len(lines) + 1):
+        line = lines[number - 1]
+        if "$ref" in line and ref in line:
+            return SourceSpan(number, line.index("$ref") + 1)
+    return span
 
 
 @lru_cache(maxsize=8)

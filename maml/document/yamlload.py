@@ -6,8 +6,9 @@ Three things the plain `yaml.safe_load` does not give:
    an enormous tree for anything that walks it (the schema validator, JSON output); and
    libyaml's composer recurses in C, so 30 000 nested `[` crash the interpreter. Before any
    node is built, one iterative pass over the *event* stream measures nesting depth and the
-   expanded node count (an alias counts as the whole subtree it names) and refuses past
-   MAX_DEPTH / MAX_NODES, and finds aliases that refer to themselves.
+   expanded size in characters (an alias counts as the whole subtree it names, so one
+   900 kB scalar aliased 2,000 times is refused) and refuses past MAX_DEPTH /
+   MAX_EXPANDED_CHARS, and finds aliases that refer to themselves.
 2. Positions. The composed node tree gives the line/column of every key and list item,
    recorded by path: ("pipeline", 0, "kind") -> SourceSpan.
 3. YAML 1.1 traps in keys: `on:` (our policy key) is the boolean True to PyYAML; a key that
@@ -16,6 +17,7 @@ Three things the plain `yaml.safe_load` does not give:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +26,16 @@ import yaml
 from maml.document.codes import diagnostic
 from maml.document.model import Diagnostic, SourceSpan
 
-MAX_FRONT_MATTER_CHARS = 1024 * 1024
+#: the text itself: room for 100,000 plain steps (a document is at most 8 MiB anyway)
+MAX_FRONT_MATTER_CHARS = 8 * 1024 * 1024
 MAX_DEPTH = 64
-MAX_NODES = 100_000
+#: what the YAML expands to, aliases repeated: measured in characters, not nodes
+MAX_EXPANDED_CHARS = 16 * 1024 * 1024
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 class _SpanLoader(_Loader):  # type: ignore[misc, valid-type]
@@ -46,6 +52,9 @@ class _SpanLoader(_Loader):  # type: ignore[misc, valid-type]
 class LoadedYaml:
     data: Any = None
     key_spans: dict[tuple[Any, ...], SourceSpan] = field(default_factory=dict)
+    #: values YAML 1.1 read differently from how they look: yes/no/on/off (booleans) and
+    #: 1:30 (base 60), by path -> the text as written
+    literals: dict[tuple[Any, ...], str] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     ok: bool = False
 
@@ -60,7 +69,7 @@ def load(text: str, first_line: int) -> LoadedYaml:
             SourceSpan(first_line)))
         return result
     try:
-        problem = _measure(text, first_line)
+        problem = _measure(text, first_line) if _may_expand_or_nest(text) else None
         if problem:
             result.diagnostics.append(problem)
             return result
@@ -73,10 +82,14 @@ def load(text: str, first_line: int) -> LoadedYaml:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        result.diagnostics.append(_yaml_error(exc, first_line))
+        result.diagnostics.append(_yaml_error(exc, first_line, text))
         return result
     except RecursionError:
         result.diagnostics.append(_too_deep(SourceSpan(first_line)))
+        return result
+    except _TooDeep as exc:
+        result.diagnostics.append(_too_deep(exc.span))
+        result.key_spans = {}
         return result
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
         # the constructor's own failures (e.g. a date like 2025-13-45) carry no mark
@@ -88,7 +101,7 @@ def load(text: str, first_line: int) -> LoadedYaml:
     return result
 
 
-def _yaml_error(exc: yaml.MarkedYAMLError, first_line: int) -> Diagnostic:
+def _yaml_error(exc: yaml.MarkedYAMLError, first_line: int, text: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     span = SourceSpan(first_line + mark.line, mark.column + 1) if mark else SourceSpan(first_line)
     what = " ".join(str(part) for part in (exc.context, exc.problem) if part)
@@ -96,46 +109,77 @@ def _yaml_error(exc: yaml.MarkedYAMLError, first_line: int) -> Diagnostic:
         # PyYAML >= 6.0.2 (and libyaml) refuse deep nesting themselves, sometimes before
         # our event count sees it (the scanner looks ahead): the same finding either way
         return _too_deep(span)
+    tab = _tab_indent(text, mark.line if mark else None)
+    if tab is not None:
+        return diagnostic("MAML-P113", f"line {first_line + tab} is indented with a tab; YAML "
+                          "indents with spaces only: replace the tab with spaces",
+                          SourceSpan(first_line + tab, 1))
     hint = "quote values that contain ': ' or start with a special character"
     if "cannot start any token" in what:
         hint = "a value starting with %, @, ` or a tab must be quoted (e.g. os: \"%{os}\")"
     return diagnostic("MAML-P113", f"the front matter is not valid YAML: {what}; {hint}", span)
 
 
+def _may_expand_or_nest(text: str) -> bool:
+    """Whether the event pass is needed: the text has an anchor (so aliases may expand it),
+    or brackets that may nest deeper than MAX_DEPTH (an upper bound: quoted brackets count
+    too). Indentation alone cannot nest that deep within MAX_FRONT_MATTER_CHARS... but it
+    can pass MAX_DEPTH, which _walk bounds while it records the spans."""
+    if "&" in text:
+        return True
+    depth = deepest = 0
+    for char in re.sub(r"[^\[\]{}]", "", text):
+        depth = depth + 1 if char in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest > MAX_DEPTH
+
+
+def _tab_indent(text: str, error_line: int | None) -> int | None:
+    """The first line (0-based) up to the error's whose indentation holds a tab."""
+    for number, line in enumerate(text.split("\n")[:None if error_line is None
+                                                      else error_line + 1]):
+        if "\t" in line[:len(line) - len(line.lstrip())]:
+            return number
+    return None
+
+
 def _measure(text: str, first_line: int) -> Diagnostic | None:
-    """Depth, expanded size and self-reference of the YAML, from its events alone."""
+    """Depth, expanded size (in characters) and self-reference of the YAML, from its events
+    alone. An alias counts as the characters of the whole subtree it repeats, so a small
+    document that expands enormously is refused, while a large plain one (100,000 steps)
+    is not: without aliases the expanded size is about the text's own."""
     sizes: dict[str, int] = {}
-    stack: list[list[Any]] = [[None, 0]]   # [anchor, expanded size so far]
+    stack: list[tuple[str | None, int]] = []   # (anchor, expanded size when it opened)
     open_anchors: set[str] = set()
+    total = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            stack.append([event.anchor, 0])
+            stack.append((event.anchor, total))
             if event.anchor:
                 open_anchors.add(event.anchor)
             if len(stack) > MAX_DEPTH:
                 return _too_deep(_mark(event, first_line))
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-            anchor, size = stack.pop()
-            size += 1
+            anchor, start = stack.pop()
+            total += 2
             if anchor:
-                sizes[anchor] = size
+                sizes[anchor] = total - start
                 open_anchors.discard(anchor)
-            stack[-1][1] += size
         elif isinstance(event, yaml.ScalarEvent):
-            stack[-1][1] += 1
+            total += len(event.value) + 1
             if event.anchor:
-                sizes[event.anchor] = 1
+                sizes[event.anchor] = len(event.value) + 1
         elif isinstance(event, yaml.AliasEvent):
             if event.anchor in open_anchors:
                 return diagnostic("MAML-P116", f"the alias *{event.anchor} refers to the "
                                   "collection that contains it; YAML aliases must not recurse",
                                   _mark(event, first_line))
-            stack[-1][1] += sizes.get(event.anchor, 1)
-        if stack[-1][1] > MAX_NODES or (len(stack) > 1 and sum(f[1] for f in stack) > MAX_NODES):
-            return diagnostic("MAML-P115", f"the front matter expands to more than {MAX_NODES} "
-                              "values (YAML aliases repeat whole subtrees: an alias bomb?); "
-                              "write the values out or move them into a file",
-                              _mark(event, first_line))
+            total += sizes.get(event.anchor, 1)
+        if total > MAX_EXPANDED_CHARS:
+            return diagnostic("MAML-P115", "the front matter expands to more than "
+                              f"{MAX_EXPANDED_CHARS // (1024 * 1024)} MiB of values (YAML "
+                              "aliases repeat whole subtrees: an alias bomb?); write the values "
+                              "out or move them into a file", _mark(event, first_line))
     return None
 
 
@@ -151,6 +195,8 @@ def _mark(event: Any, first_line: int) -> SourceSpan:
 
 def _walk(node: yaml.Node, path: tuple[Any, ...], first_line: int, out: LoadedYaml) -> None:
     """Record the span of every key and list item below `node`; report duplicate keys."""
+    if len(path) > MAX_DEPTH:
+        raise _TooDeep(SourceSpan(first_line + node.start_mark.line, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
@@ -170,6 +216,20 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], first_line: int, out: LoadedYa
             mark = item.start_mark
             out.key_spans[path + (index,)] = SourceSpan(first_line + mark.line, mark.column + 1)
             _walk(item, path + (index,), first_line, out)
+    elif isinstance(node, yaml.ScalarNode) and not node.style and _surprising(node):
+        out.literals[path] = node.value
+
+
+class _TooDeep(Exception):
+    def __init__(self, span: SourceSpan) -> None:
+        self.span = span
+
+
+def _surprising(node: yaml.ScalarNode) -> bool:
+    """A plain scalar YAML 1.1 reads as something it does not look like."""
+    if node.tag == _BOOL_TAG:
+        return node.value.lower() not in ("true", "false")
+    return node.tag in (_INT_TAG, _FLOAT_TAG) and ":" in node.value
 
 
 def _key_of(node: yaml.Node) -> Any:

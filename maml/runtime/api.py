@@ -21,7 +21,7 @@ from maml.errors import DocumentError, InvalidInput, UsageError
 from maml.runtime.checkpoint import RunStore, latest_run
 from maml.runtime.events import Broadcaster
 from maml.runtime.inject import FaultPlan, build_fault_plan
-from maml.runtime.plan import Plan, build_plan
+from maml.runtime.plan import Plan, build_plan, check_input
 from maml.runtime.policies import effective_policy
 from maml.runtime.result import RunResult
 from maml.runtime.clock import Clock
@@ -156,9 +156,7 @@ def _load_input(doc: Document, source: Any) -> Any:
         data = _read_input_file(Path(source))
     else:
         data = source
-    if doc.input_schema and source is not None:
-        _validate_against(doc.input_schema, data, "the --input", doc.path,
-                          doc.input_schema_span.line if doc.input_schema_span else None)
+    check_input(doc, data, given=source is not None)   # a required input, before any step
     return data
 
 
@@ -181,10 +179,9 @@ def _read_input_file(path: Path) -> Any:
 
 def _validate_against(schema: dict[str, Any], data: Any, what: str, path: str | None,
                       line: int | None) -> None:
-    import jsonschema
+    from maml.schemas import instance_errors   # shipped schemas + this one: never a fetch
 
-    validator_cls = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
-    errors = sorted(validator_cls(schema).iter_errors(data), key=lambda e: list(e.path))
+    errors = instance_errors(schema, data)
     if errors:
         first = errors[0]
         where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in first.path)

@@ -25,7 +25,7 @@ from typing import Any
 
 from maml.document.model import Document
 from maml.document.steps import StepDecl, nothing_to_run, read_steps
-from maml.errors import DocumentError, UsageError
+from maml.errors import DocumentError, InvalidInput, UsageError
 from maml.kinds import Kind, get_kind, params_schema
 from maml.runtime.events import StepInfo
 from maml.runtime.policies import Policy, effective_policy
@@ -187,3 +187,36 @@ def _check_params(doc: Document, step: PlannedStep, names: list[str]) -> None:
         raise UsageError(f"--param {step.id}.{where}: {error.message} (the {step.kind} kind's "
                          f"params: see `maml schema {step.kind}`)", path=doc.path,
                          step=step.id)
+
+
+def check_input(doc: Document, data: Any, *, given: bool) -> None:
+    """`data` (the run's --input, None when left out) against the document's Input_Schema:
+    UsageError (exit 2) when the schema needs an input and none was given, InvalidInput when
+    the given one does not match; both before anything runs."""
+    if doc.input_schema is None:
+        return
+    line = doc.input_schema_span.line if doc.input_schema_span else None
+    errors = schema_errors(doc, doc.input_schema, data, line)
+    if not errors:
+        return
+    if not given:
+        raise UsageError(f"this document needs --input FILE: its Input_Schema (line {line}) "
+                         f"does not accept a run without one ({errors[0].message})",
+                         path=doc.path, line=line)
+    raise InvalidInput(f"the --input does not match the schema at {_where(errors[0])}: "
+                       f"{errors[0].message}", path=doc.path, line=line)
+
+
+def schema_errors(doc: Document, schema: dict[str, Any], data: Any, line: int | None) -> list[Any]:
+    """Errors of `data` against one of the document's schemas (Input_Schema, Output_Schema);
+    DocumentError for a schema that refers outside itself (maml never fetches one)."""
+    from maml.schemas import instance_errors
+
+    try:
+        return instance_errors(schema, data)
+    except ValueError as exc:
+        raise DocumentError(str(exc), path=doc.path, line=line) from None
+
+
+def _where(error: Any) -> str:
+    return "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.path)

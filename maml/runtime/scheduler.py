@@ -34,7 +34,7 @@ from typing import Any
 
 from maml.runtime import world
 from maml.runtime.artifacts import refs_in
-from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Log, Lost,
+from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Handle, Log, Lost,
                                   Progress, Started, Succeeded)
 from maml.runtime.checkpoint import RunStore, cache_key, sha256_of
 from maml.runtime.classify import synthetic_error
@@ -195,8 +195,9 @@ class Scheduler:
             handle = self._detach(step)
             self._failed(step, event.error, handle)
         elif isinstance(event, Lost):
-            self._detach(step)
-            error = self._synthetic(step, "worker_lost", event.message, dict(event.facts))
+            handle = self._detach(step)
+            error = self._synthetic(step, "worker_lost", event.message, dict(event.facts),
+                                    handle)
             self._failed(step, error, None)
 
     def _watchdog(self) -> None:
@@ -209,7 +210,8 @@ class Scheduler:
             handle = self._detach(step)
             self.backend.cancel(handle, message)
             context = {"pid": step.pid} if step.pid is not None else {}
-            self._failed(step, self._synthetic(step, error_class, message, context), None)
+            self._failed(step, self._synthetic(step, error_class, message, context, handle),
+                         None)
 
     def _flush(self, *, wait: bool = False) -> None:
         """Announce the steps whose commits are on disk. The store's background writer does
@@ -355,9 +357,10 @@ class Scheduler:
         return handle
 
     def _synthetic(self, step: StepRun, error_class: str, message: str,
-                   context: dict[str, Any]) -> ErrorInfo:
+                   context: dict[str, Any], handle: Handle | None) -> ErrorInfo:
+        """An error the scheduler saw itself (lost worker, timeout, hang); `handle` is the
+        attempt's, taken before it was detached."""
         fault = self.faults.for_attempt(step.planned.id, step.state.attempt)
-        handle = step.handle
         return synthetic_error(error_class, message, injected=fault == error_class,
                                worker_id=handle.worker_id if handle else None,
                                device=self.devices.ref(step.state.device),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -168,3 +169,58 @@ def test_random_yaml_never_raises(value):
 def test_random_pipelines_never_raise(pipeline):
     text = "---\n" + yaml.safe_dump({"maml_version": "1", "pipeline": pipeline}) + "---\n"
     _assert_only_diagnostics(parse(text))
+
+
+def test_toml_front_matter_means_what_the_yaml_form_means():
+    toml = ('+++\nmaml_version = "1.0"\n[permissions]\nexecute = true\n[policy]\nretries = 0\n'
+            'on = {oom = ["cpu"]}\n[[pipeline]]\nid = "a"\nblock = "a"\n+++\n'
+            '## Code_Blocks\n```python {id=a}\nresult = 1\n```\n')
+    yaml_text = ('---\nmaml_version: "1.0"\npermissions: {execute: true}\npolicy:\n  retries: 0\n'
+                 '  "on": {oom: [cpu]}\npipeline:\n  - {id: a, block: a}\n---\n'
+                 '## Code_Blocks\n```python {id=a}\nresult = 1\n```\n')
+    from_toml, from_yaml = parse(toml), parse(yaml_text)
+    assert from_toml.meta == from_yaml.meta and validate(from_toml) == []
+    assert from_toml.key_spans[("policy", "retries")].line == 6
+    assert from_toml.key_spans[("pipeline", 0, "block")].line == 10
+    from maml.runtime.plan import build_plan
+    assert build_plan(from_toml).steps["a"].policy.retries == 0   # not the default 3
+
+
+def test_bad_toml_is_located():
+    doc = parse('+++\nmaml_version = "1.0"\nretries = zero\n+++\n')
+    (bad,) = [d for d in doc.diagnostics if d.severity == "error"]
+    assert (bad.code, bad.line) == ("MAML-P113", 3) and "TOML" in bad.message
+
+
+def test_a_large_plain_front_matter_is_not_an_alias_bomb():
+    steps = "".join(f"  - {{id: s{i}, kind: python}}\n" for i in range(20_000))
+    doc = parse(f'---\nmaml_version: "1.0"\npipeline:\n{steps}---\n')
+    assert not [d for d in doc.diagnostics if d.severity == "error"]
+    assert len(doc.meta["pipeline"]) == 20_000
+
+
+def test_one_large_scalar_aliased_many_times_is_refused():
+    big = "x" * 200_000
+    text = f'---\nbig: &b "{big}"\nmany: [' + ", ".join(["*b"] * 200) + "]\n---\n"
+    doc = parse(text)
+    assert [d.code for d in doc.diagnostics if d.severity == "error"] == ["MAML-P115"]
+
+
+CORPUS = sorted(p.read_text(encoding="utf-8", errors="replace") for pattern in
+                ("documents/**/*.maml.md", "tests/fixtures/*.maml.md")
+                for p in Path(__file__).resolve().parents[2].glob(pattern))
+MUTATION = st.tuples(st.integers(0, 10_000), st.integers(0, 40),
+                     st.sampled_from(["", "{", "}", "[", "]", ":", "=", ",", "\t", "\n", "---",
+                                      "+++", "```", "~~~", "&a ", "*a", "needs", '"', "'", "#",
+                                      "{id=x needs=,}", "\x00", "\ufeff", "- ", "  "]))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(CORPUS), st.lists(MUTATION, min_size=1, max_size=6))
+def test_mutated_documents_never_raise(text, mutations):
+    """A bounded mutation fuzz of the shipped documents and fixtures: parse + validate
+    return diagnostics whatever the bytes (bench/fuzz.py runs it for longer)."""
+    for position, cut, insert in mutations:
+        position %= len(text) + 1
+        text = text[:position] + insert + text[position + cut:]
+    _assert_only_diagnostics(parse(text, path="fuzz.maml.md"))

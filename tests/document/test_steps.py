@@ -96,11 +96,11 @@ def errors_of(text: str) -> list[tuple[str, int]]:
 def test_a_bare_needs_attribute_is_reported_by_both():
     text = _doc({"maml_version": "1"}, """\
         ```python {id=first}
-        x = 1
+        result = 1
         ```
 
         ```python {id=second needs}
-        y = 2
+        result = 2
         ```
         """)
     assert errors_of(text) == [("MAML-V318", 12)]
@@ -136,7 +136,7 @@ def test_a_cycle_names_its_steps_in_needs_order_and_is_bounded():
 
 
 def test_duplicate_implicit_step_ids_are_an_error_in_both():
-    text = _doc({"maml_version": "1"}, "```python {id=a}\nx = 1\n```\n\n"
+    text = _doc({"maml_version": "1"}, "```python {id=a}\nresult = 1\n```\n\n"
                                        "```bash {id=a}\necho\n```\n")
     assert ("MAML-V301", 12) in errors_of(text)
     with pytest.raises(DocumentError, match="already used"):

@@ -97,8 +97,9 @@ def test_failures_match_the_injected_faults(recorded):
                         for faults in RUNS.values() for spec in faults if ":oom@" in spec)
     ooms = graph.failures(error="oom")
     assert len(ooms) == injected_ooms
+    # the step imports no torch, so the injected OOM is the host's MemoryError
     assert all(f["injected"] and f["step"] == "train" and f["device_class"] == "cpu"
-               and "OutOfMemory" in f["exception_type"] for f in ooms)
+               and f["exception_type"].endswith(("OutOfMemory", "MemoryError")) for f in ooms)
     for result in results.values():
         assert len(graph.failures(run=result.run_id)) == result.errors
     lost = graph.failures(error_class="worker_lost")

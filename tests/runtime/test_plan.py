@@ -114,3 +114,38 @@ def test_no_executable_block_is_a_document_error(tmp_path):
     doc = _doc(tmp_path, "---\nmaml_version: '1.0'\n---\n# x\n\n## Code_Blocks\n\n```yaml\na: 1\n```\n")
     with pytest.raises(DocumentError, match="nothing to run"):
         build_plan(doc)
+
+
+def test_param_for_a_step_that_does_not_exist_says_did_you_mean(runner):
+    doc = runner.write_doc({"pipeline": [{"id": "bell", "block": "a"}]}, {"a": "result = 1"})
+    with pytest.raises(UsageError, match="there is no step 'bel'; did you mean 'bell'?"):
+        build_plan(doc, overrides={"bel.shots": 5})
+
+
+def test_param_values_are_checked_against_the_kinds_schema_before_anything_runs(runner):
+    doc = runner.write_doc({"pipeline": [{"id": "q", "kind": "quantum", "block": "q",
+                                          "params": {"shots": 10}}]},
+                           {"q": "OPENQASM 2.0;"}, lang="qasm")
+    with pytest.raises(UsageError, match=r"--param q.shots: 'abc' is not of type 'integer'") \
+            as caught:
+        build_plan(doc, overrides={"q.shots": "abc"})
+    assert caught.value.exit_code == 2
+    assert build_plan(doc, overrides={"q.shots": 5}).steps["q"].params["shots"] == 5
+
+
+def test_a_required_input_is_enforced_when_it_is_left_out(runner):
+    from maml.errors import InvalidInput
+    from maml.runtime.plan import check_input
+
+    schema = '\n## Input_Schema\n{"type": "object", "required": ["records"]}\n'
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"},
+                           extra=schema)
+    with pytest.raises(UsageError, match="needs --input") as caught:
+        check_input(doc, None, given=False)
+    assert caught.value.line == doc.input_schema_span.line
+    with pytest.raises(InvalidInput, match="'records' is a required property"):
+        check_input(doc, {}, given=True)
+    check_input(doc, {"records": []}, given=True)
+    optional = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"},
+                                extra='\n## Input_Schema\n{"type": ["object", "null"]}\n')
+    check_input(optional, None, given=False)
