@@ -380,6 +380,20 @@ def _load(ref: dict[str, Any], run_dir: str | os.PathLike[str], producer: str | 
     return array
 
 
+def json_default(obj: Any) -> Any:
+    """`default=` for json.dumps of decoded inputs (the shell kind's MAML_INPUTS): a mapped
+    artifact becomes its reference with the absolute `file` to read (numpy.load), never a
+    truncated repr; a numpy scalar its number. TypeError for anything else."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, np.memmap) and obj.filename:
+        path = Path(obj.filename)
+        return {REF_KEY: path.stem, "file": str(path), "dtype": _dtype_name(obj.dtype),
+                "shape": list(obj.shape)}
+    if np is not None and isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
 def as_tensor(array: Any, device: str | None = "cpu") -> Any:
     """A torch tensor of `array` on `device` (what `ctx.as_tensor(x)` returns).
 

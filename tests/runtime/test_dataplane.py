@@ -129,3 +129,43 @@ def test_sigkill_mid_artifact_write_leaves_no_committed_reference(tmp_path):
     assert output["shape"] == [60_000_000] and output["dtype"] == "float32"
     assert not list(run_dir.rglob(".tmp-*"))            # the resume cleaned the leftovers
     assert float(np.load(run_dir / output["path"], mmap_mode="r")[-1]) == 1.0
+
+
+def test_the_signed_graph_links_each_artifact_to_its_producer_and_consumers(
+        runner, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import maml.graph
+    from maml.commands.graph import command as graph_command
+    from maml.graph.record import Recorder
+
+    monkeypatch.setenv("MAML_CONFIG_DIR", str(tmp_path / "config"))
+    doc = runner.write_doc(PIPELINE, BLOCKS)
+    with Recorder(tmp_path / "graph") as recorder:
+        result = runner.run(doc, observers=[recorder])
+    graph = maml.graph.open(tmp_path / "graph")
+    g = graph.nx
+    edges = {(g.nodes[a]["type"], g.nodes[b]["type"], label) for a, b, label in g.edges(keys=True)}
+    assert {("attempt", "artifact", "produced"), ("artifact", "input", "consumed"),
+            ("input", "attempt", "input_of")} <= edges
+    [artifact] = [g.nodes[n] for n in g if g.nodes[n]["type"] == "artifact"]
+    ref = result.steps["make"].output["x"]
+    assert (artifact["sha256"], artifact["dtype"], artifact["shape"], artifact["step"]) == \
+        (ref["$artifact"], "float32", [1000], "make")
+    assert graph.verify().ok
+    shown = CliRunner().invoke(graph_command, ["show", result.run_id, "--graph",
+                                               str(tmp_path / "graph")])
+    assert shown.exit_code == 0, shown.output
+    assert f"artifact {ref['$artifact'][:12]} float32[1000]" in shown.output
+    assert f"artifact {ref['$artifact'][:12]} read by use #1" in shown.output
+
+
+def test_a_shell_step_gets_the_artifact_file_to_read(runner):
+    doc = runner.write_doc(
+        {"pipeline": [{"id": "make", "block": "make", "params": {"n": 10}},
+                      {"id": "sh", "block": "sh", "needs": ["make"]}]},
+        {"make": BLOCKS["make"], "sh": "#!bash\necho \"$MAML_INPUTS\""})
+    result = runner.run(doc)
+    assert result.status == "succeeded", result.problems
+    x = json.loads(result.steps["sh"].output["stdout"])["make"]["x"]
+    assert x["shape"] == [10] and np.load(x["file"]).sum() == 45.0

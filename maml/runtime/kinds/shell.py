@@ -26,6 +26,7 @@ from typing import IO, Any, ClassVar
 
 from maml.errors import InvalidInput, MissingDependency, StepFailure
 from maml.runtime import proctree
+from maml.runtime.artifacts import json_default
 from maml.runtime.kinds.base import Kind, StepContext, StepSpec
 
 STDERR_TAIL = 2000
@@ -89,7 +90,7 @@ def _environment(ctx: StepContext, step: StepSpec) -> dict[str, str]:
     env.update({"MAML_STEP": step.id, "MAML_ATTEMPT": str(ctx.attempt),
                 "MAML_DEVICE": ctx.device, "MAML_RUN_DIR": ctx.run_dir,
                 "MAML_PARAMS": json.dumps(ctx.params, default=str),
-                "MAML_INPUTS": json.dumps(step.inputs, default=str)})
+                "MAML_INPUTS": json.dumps(step.inputs, default=json_default)})  # artifacts
     for name, value in ctx.params.items():
         if isinstance(value, (str, int, float, bool)):
             env["MAML_PARAM_" + str(name).upper()] = str(value)
