@@ -12,8 +12,9 @@ GPU path against OpenCV. Run on a machine with a CUDA GPU:
    (the context is poisoned); with `cuda_error: [restart_worker]` a new worker succeeds.
 3. video on the GPU (torch) against OpenCV on the CPU: time, and agreement of the outputs.
 4. the error graph (maml.graph), if present: the failures recorded, with their types.
-5. quantum: whether this Aer build has a GPU; if not, the refusal is device_unavailable and
-   the step finishes on the CPU.
+5. quantum: on the GPU through cuStateVec (quantum-gpu extra) or a GPU build of Aer; with
+   neither, the refusal is device_unavailable and the step finishes on the CPU.
+   (bench/gpu_kinds.py measures the GPU paths of the quantum and video kinds.)
 Prints a markdown table; writes gpu_check.json and gpu_check.log under --out. Every check
 that cannot run (a missing package, no GPU) is a SKIP row saying why.
 """
@@ -329,7 +330,7 @@ def graph_check(graph: Path | None) -> tuple[bool, str]:
     return ok, f"{len(failures)} failures: {seen}"
 
 
-# -- 5. quantum: Aer's GPU ------------------------------------------------------------------
+# -- 5. quantum on the GPU ------------------------------------------------------------------
 
 BELL_DOC = """---
 maml_version: "1.0"
@@ -361,20 +362,23 @@ measure q -> c;
 """
 
 
-@check("quantum: Aer on the GPU, or device_unavailable -> cpu")
+@check("quantum: cuStateVec or Aer on the GPU, or device_unavailable -> cpu")
 def quantum(work: Path, graph: Path | None) -> tuple[bool, str]:
     need_cuda()
     need("qiskit", "qiskit_aer")
+    from maml.runtime.kinds import _custatevec
     from maml.runtime.kinds.quantum import aer_devices
 
     result, events = run_document(BELL_DOC, work, graph)
     step = result.steps["bell"]
     counts = (step.output or {}).get("counts", {})
     devices = aer_devices()
-    expected = [] if "GPU" in devices else ["device_unavailable"]
+    on_gpu = "GPU" in devices or _custatevec.available()
+    expected = [] if on_gpu else ["device_unavailable"]
     ok = (result.status == "succeeded" and set(counts) == {"00", "11"}
           and [e["class"] for e in events.errors] == expected)
-    return ok, (f"Aer devices {devices}; ran on {step.device} after {step.attempts} "
+    return ok, (f"Aer devices {devices}; {(step.output or {}).get('simulator')} ran on "
+                f"{step.device} after {step.attempts} "
                 f"attempt(s); errors {[e['class'] for e in events.errors]}")
 
 

@@ -26,13 +26,14 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _temp_copy(path: Path, data: bytes, mode: int) -> str:
-    """A synced temp file holding `data` beside `path`; returns its name."""
+def _temp_copy(path: Path, data: bytes, mode: int, durable: bool = True) -> str:
+    """A (synced) temp file holding `data` beside `path`; returns its name."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
         write_all(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
@@ -41,16 +42,20 @@ def _temp_copy(path: Path, data: bytes, mode: int) -> str:
     return tmp
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` durably: temp file, fsync, rename, fsync of the directory."""
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *,
+                 durable: bool = True) -> None:
+    """Replace `path` with `data`: temp file, fsync, rename, fsync of the directory. With
+    durable=False the fsyncs are skipped: still all-or-nothing, but a power cut may bring
+    back the previous version."""
     path = Path(path)
-    tmp = _temp_copy(path, data, mode)
+    tmp = _temp_copy(path, data, mode, durable)
     try:
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_new(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> bool:

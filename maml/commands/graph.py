@@ -31,7 +31,13 @@ def _graph_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _open(graph_path: str | None, key: tuple[str, ...] = ()) -> Any:
     import maml.graph
+    from maml.errors import GraphError
+    from maml.graph import store, witness
 
+    log = store.resolve_log_path(graph_path)
+    if not log.exists() and witness.read(log) is None:
+        raise GraphError("no error graph here: `maml run` records one (or pass --graph PATH, "
+                         "or set MAML_GRAPH)", path=str(log))
     return maml.graph.open(graph_path, public_key=list(key) or None)
 
 
@@ -144,15 +150,20 @@ def rates(key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
 @command.command()
 @click.option("--key", "key", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="Public key (PEM) to accept; repeatable. Default: yours and trusted/.")
+@click.option("--expect-head", default=None, metavar="HASH",
+              help="Fail unless the last signed head is HASH (as printed by an earlier verify).")
 @_graph_options
-def verify(key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
-    """Check every hash, chain link and signature; exit 1 naming the first bad record."""
+def verify(key: tuple[str, ...], expect_head: str | None, graph_path: str | None,
+           as_json: bool) -> None:
+    """Check every hash, chain link and signature, and the log against your witness of it;
+    print the head hash and count. Exit 1 naming the first problem (a rollback included)."""
     from maml.errors import GraphError
-    from maml.graph import store, verify_path
+    from maml.graph import store, verify_path, witness
 
-    if not store.resolve_log_path(graph_path).exists():
-        raise GraphError(f"no error graph at {store.resolve_log_path(graph_path)}")
-    report = verify_path(graph_path, list(key) or None)
+    log = store.resolve_log_path(graph_path)
+    if not log.exists() and witness.read(log) is None:
+        raise GraphError(f"no error graph at {log}")
+    report = verify_path(graph_path, list(key) or None, expect_head=expect_head)
     if as_json:
         _emit_json(report.to_dict())
     for note in report.warnings():
@@ -163,6 +174,45 @@ def verify(key: tuple[str, ...], graph_path: str | None, as_json: bool) -> None:
                           path=report.path, line=first.line)
     if not as_json:
         click.echo(f"{report.path}: {report.summary()}")
+
+
+@command.command()
+@click.argument("run")
+@click.option("--state-dir", default=".maml", show_default=True,
+              type=click.Path(file_okay=False), help="Where the run's files are.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the envelope here instead of stdout.")
+@_graph_options
+def attest(run: str, state_dir: str, output: str | None, key: tuple[str, ...],
+           graph_path: str | None, as_json: bool) -> None:
+    """An in-toto Statement (v1) about RUN in a DSSE envelope signed by your key: subjects
+    are the run's output files (name + sha256), the predicate its record in the graph."""
+    from maml.graph import keys
+    from maml.graph.attest import attest as make
+
+    envelope = make(_open(graph_path, key), run, state_dir, keys.load_or_create_key())
+    text = json.dumps(envelope, indent=1) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from maml._files import write_atomic
+
+    write_atomic(output, text.encode("utf-8"))
+    click.echo(f"wrote the attestation of run {run} to {output}", err=True)
+
+
+@command.command()
+@click.option("--graph", "graph_path", type=click.Path(), default=None,
+              help="Graph directory or log file (default: $MAML_GRAPH or .maml/graph).")
+def forget(graph_path: str | None) -> None:
+    """Drop your witness of a graph you cut or removed on purpose (verify and the next run
+    would otherwise report it as rolled back)."""
+    from maml.graph import store, witness
+
+    log = store.resolve_log_path(graph_path)
+    seen = witness.read(log)
+    witness.forget(log)
+    click.echo(f"forgot {seen.describe()} for {log}" if seen else f"no witness of {log}")
 
 
 @command.command("export")

@@ -71,10 +71,16 @@ def _document(file: str | None, resume: str | None) -> tuple[str, str | bool | N
               help="Where runs are stored (checkpoints, resume).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--executor", type=click.Choice(["local", "ray", "auto"]), default=None,
+              help="Where attempts run (default: front matter executor:, else auto: Ray "
+                   "when $RAY_ADDRESS is set).")
+@click.option("--address", default=None, metavar="ADDR",
+              help="The Ray cluster to run on (host:6379, ray://host:10001, auto).")
 def command(file: str | None, as_json: bool, inject: tuple[str, ...], resume: str | None,
             params: tuple[str, ...], input_file: str | None, workers: int | None,
             graph_path: str | None, no_graph: bool, principal: str | None, state_dir: str,
-            quiet: bool, debug: bool) -> None:
+            quiet: bool, debug: bool, executor: str | None = None,
+            address: str | None = None) -> None:
     """Run FILE's pipeline; the result goes to stdout, progress to stderr."""
     import maml.api
     from maml.runtime.progress import ProgressDisplay
@@ -89,7 +95,7 @@ def command(file: str | None, as_json: bool, inject: tuple[str, ...], resume: st
     result = maml.api.run(doc, graph=False if no_graph else graph_path, observers=observers,
                           params=parse_params(params), inject=inject, resume=resume_value,
                           input=input_file, workers=workers, principal=principal,
-                          state_dir=state_dir)
+                          state_dir=state_dir, executor=executor, address=address)
     for problem in result.problems:
         click.echo(f"maml: {problem}", err=True)
     if as_json:

@@ -61,6 +61,9 @@ def trust_options(func: Callable[..., Any]) -> Callable[..., Any]:
             narrowed_principal(principal)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if append_history and kwargs.get("no_graph"):
+            raise UsageError("--append-history writes the run's graph head: it needs the "
+                             "graph (drop --no-graph)")
         if resign and not append_history:
             raise UsageError("--resign re-signs the history line --append-history writes; "
                              "give both")

@@ -6,8 +6,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from maml.errors import VerifyError
-from maml.graph import keys, store
-from maml.graph.load import VerifyReport, read_log
+from maml.graph import keys, store, witness
+from maml.graph.load import Problem, VerifyReport, read_log
 from maml.graph.queries import ErrorGraph
 
 if TYPE_CHECKING:
@@ -30,12 +30,42 @@ def trusted_keys(public_key: Any = None) -> dict[str, Ed25519PublicKey]:
     return found
 
 
-def verify_path(path: str | os.PathLike[str] | None = None,
-                public_key: Any = None) -> VerifyReport:
-    """Check every record of a graph; the report names each record that fails and why."""
+def verify_path(path: str | os.PathLike[str] | None = None, public_key: Any = None, *,
+                expect_head: str | None = None) -> VerifyReport:
+    """Check every record of a graph, and the log against this user's witness (and against
+    `expect_head`, a head hash published earlier); the report names each problem."""
     log_path = store.resolve_log_path(path)
-    trusted = trusted_keys(public_key)
-    return read_log(log_path, trusted)[1]
+    seen = witness.read(log_path)
+    report = read_log(log_path, trusted_keys(public_key),
+                      witness_count=seen.count if seen else None)[1]
+    compare_witness(report, seen)
+    if expect_head and not report.problems and report.head != expect_head.lower():
+        report.problems.append(Problem(0, None, f"the last signed head is {report.head}, not "
+                                                f"the expected {expect_head}"))
+    return report
+
+
+def compare_witness(report: VerifyReport, seen: witness.Witnessed | None) -> None:
+    """Add a rollback problem when the log is behind, beside or other than what was
+    witnessed (see maml.graph.witness)."""
+    if seen is None or report.problems:
+        return
+    report.witnessed = seen.describe()
+    if report.log is None:
+        reason = f"the log is empty or gone; witnessed {seen.describe()}"
+    elif report.log != seen.log:
+        reason = (f"the log holds graph {report.log}, but this path was witnessed holding "
+                  f"graph {seen.log} ({seen.describe()}): the log was replaced")
+    elif report.nodes < seen.count:
+        reason = (f"the log's signed history ends at {report.nodes} records, but "
+                  f"{seen.describe()} was witnessed: {seen.count - report.nodes} signed "
+                  "record(s) were removed")
+    elif report.witness_chain != seen.chain:
+        reason = (f"the log diverges from the witness: its head at {seen.count} records is "
+                  f"{report.witness_chain or 'missing'}, witnessed {seen.chain}")
+    else:
+        return
+    report.problems.append(Problem(0, None, f"rollback: {reason}"))
 
 
 def open(path: str | os.PathLike[str] | None = None, *, verify: bool = True,
@@ -49,7 +79,10 @@ def open(path: str | os.PathLike[str] | None = None, *, verify: bool = True,
     """
     log_path = store.resolve_log_path(path)
     trusted = trusted_keys(public_key) if verify else None
-    index, report = read_log(log_path, trusted, stop_at_first=verify)
+    seen = witness.read(log_path)
+    index, report = read_log(log_path, trusted, stop_at_first=verify,
+                             witness_count=seen.count if seen else None)
+    compare_witness(report, seen)
     if verify and report.problems:
         first = report.problems[0]
         raise VerifyError(f"{first.reason}" + (f" (node {first.node})" if first.node else ""),

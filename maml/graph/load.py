@@ -31,8 +31,9 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        where = f"line {self.line}" + (f", node {self.node}" if self.node else "")
-        return f"{where}: {self.reason}"
+        where = ", ".join(([f"line {self.line}"] if self.line else [])
+                          + ([f"node {self.node}"] if self.node else []))
+        return f"{where}: {self.reason}" if where else self.reason
 
 
 @dataclass
@@ -47,6 +48,10 @@ class VerifyReport:
     uncommitted: int = 0            # records after the last signed head: dropped
     torn: bool = False              # the file ended inside a record: dropped
     signatures_checked: bool = True
+    log: str | None = None          # the graph id from the header
+    head: str | None = None         # chain hash of the last good signed head (hex)
+    witnessed: str | None = None    # the witnessed head this log was compared with
+    witness_chain: str | None = None   # chain of the head at the witnessed count, if any
 
     @property
     def ok(self) -> bool:
@@ -69,33 +74,43 @@ class VerifyReport:
         return self.first.reason if self.first else None
 
     def warnings(self) -> list[str]:
+        """What was dropped after the last signed head. With a witness that head is known to
+        be the latest written, so the tail is a crash's; without one, a cut inside signed
+        history looks the same, and the note says so."""
+        cause = ("a crash mid-commit" if self.witnessed else
+                 "a crash mid-commit, or a cut: no witness of this log to tell which")
         notes = []
         if self.torn:
-            notes.append(f"{self.path}: the last line is torn (a crash mid-write); ignored")
+            notes.append(f"{self.path}: the last line is torn ({cause}); ignored")
         if self.uncommitted:
             notes.append(f"{self.path}: {self.uncommitted} record(s) after the last signed head "
-                         "were never committed (a writer stopped mid-commit); ignored")
+                         f"were never committed ({cause}); ignored")
         return notes
 
     def summary(self) -> str:
         if self.ok:
             return (f"ok: {self.nodes} nodes, {self.heads} signatures checked "
-                    f"(keys {', '.join(self.keys) or 'none'})")
+                    f"(keys {', '.join(self.keys) or 'none'}); head {self.head or '-'} "
+                    f"at {self.nodes} records"
+                    + (f"; matches the witnessed {self.witnessed}" if self.witnessed else
+                       "; no witness of this log here"))
         return f"{self.path}: {self.first}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "path": self.path, "nodes": self.nodes, "heads": self.heads,
                 "keys": self.keys, "bad_node": self.bad_node, "line": self.line,
                 "reason": self.reason, "problems": [vars(p) for p in self.problems],
-                "uncommitted": self.uncommitted, "torn": self.torn}
+                "uncommitted": self.uncommitted, "torn": self.torn, "log": self.log,
+                "head": self.head, "count": self.nodes, "witnessed": self.witnessed}
 
 
 class _Reader:
     """The single pass; `read()` returns the index and the report."""
 
     def __init__(self, path: Path, trusted: dict[str, Ed25519PublicKey] | None,
-                 stop_at_first: bool) -> None:
+                 stop_at_first: bool, witness_count: int | None = None) -> None:
         self.path, self.trusted, self.stop = path, trusted, stop_at_first
+        self.witness_count = witness_count
         self.report = VerifyReport(str(path), signatures_checked=trusted is not None)
         self.index = LogIndex(path, recheck=trusted is not None)
         self.committed = self.index.mark()   # what the last good head covers
@@ -147,6 +162,9 @@ class _Reader:
             self.problem(1, None, "not a maml graph header (format maml-graph/1)")
             raise _Stop from None
         self.log_id, self.chain = header["log"], store.header_chain(raw)
+        self.report.log = self.log_id
+        if self.witness_count == 0:
+            self.report.witness_chain = self.chain.hex()
 
     def _node(self, raw: bytes, offset: int, line: int) -> None:
         stored_id = raw[78:142].decode("ascii", "replace")
@@ -193,7 +211,12 @@ class _Reader:
         elif head.get("chain") != self.chain.hex():
             self.problem(line, covers, "signed head does not match the chain: a record before "
                                        "it was changed")
+        good = len(self.report.problems)
         self._check_signature(head, body, signature, line, covers)
+        if len(self.report.problems) == good:
+            self.report.head = str(head.get("chain"))
+            if head.get("count") == self.witness_count:
+                self.report.witness_chain = self.report.head
         self.report.heads += 1
         self.report.nodes += self.pending
         self.pending = 0
@@ -222,11 +245,13 @@ class _Stop(Exception):
 
 
 def read_log(path: Path, trusted: dict[str, Ed25519PublicKey] | None, *,
-             stop_at_first: bool = False) -> tuple[LogIndex, VerifyReport]:
-    """Read and check the log; `trusted=None` skips signature checks (hashes still checked)."""
+             stop_at_first: bool = False,
+             witness_count: int | None = None) -> tuple[LogIndex, VerifyReport]:
+    """Read and check the log; `trusted=None` skips signature checks (hashes still checked).
+    `witness_count`: note the chain of the head that covers that many records."""
     if not path.exists():
         index = LogIndex(path)
         index.seal()
         return index, VerifyReport(str(path))
-    return _Reader(path, trusted, stop_at_first).read()
+    return _Reader(path, trusted, stop_at_first, witness_count).read()
 

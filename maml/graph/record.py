@@ -14,6 +14,7 @@ recovery work? how did the step end?) is a new `outcome` node linked to what it 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import socket
@@ -23,6 +24,7 @@ from collections import defaultdict
 from typing import Any
 
 from maml.graph import canonical
+from maml.graph import settings as trust_settings
 from maml.graph.keys import SigningKey, load_or_create_key
 from maml.graph.store import LogWriter
 from maml.runtime.events import DeviceRef, ErrorInfo, Observer, StepInfo
@@ -36,6 +38,25 @@ def _seconds(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def document_identity(document: str | None) -> dict[str, str | None]:
+    """The sha256 of the document's bytes and the trusted key that signed them (None if it
+    is unsigned, altered or signed by a key not trusted): what the run record keeps."""
+    if not document:
+        return {"document_sha256": None, "signer": None}
+    from maml.errors import GraphError
+    from maml.graph import docsig, keys
+
+    try:
+        data = open(document, "rb").read()
+    except OSError:
+        return {"document_sha256": None, "signer": None}
+    try:
+        verdict = docsig.verify(document, keys.trusted_public_keys(), data)
+    except GraphError:          # a trusted key file that cannot be read: no signer claimed
+        return {"document_sha256": hashlib.sha256(data).hexdigest(), "signer": None}
+    return {"document_sha256": verdict.sha256, "signer": verdict.key_id if verdict.ok else None}
+
+
 def _device_class(device: DeviceRef | None) -> str:
     return device.kind if device is not None else "unknown"
 
@@ -47,6 +68,7 @@ class Recorder(Observer):
                  key: SigningKey | None = None, commit_every: int = 10_000,
                  clock: Any = time.time) -> None:
         self.writer = LogWriter(path, key or load_or_create_key())
+        self.writer.preflight()     # a read-only, full or rolled-back graph: before any step
         self.path = self.writer.path
         self.commit_every = commit_every
         self.clock = clock
@@ -61,6 +83,7 @@ class Recorder(Observer):
         self._recoveries: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
         self._attempt_devices: dict[str, dict[tuple[str, int], DeviceRef]] = defaultdict(dict)
         self._artifacts: dict[str, dict[str, str]] = defaultdict(dict)   # sha256 -> node
+        self._documents: dict[str, str | None] = {}
         self._per_run = (self._steps, self._attempts, self._errors, self._recoveries,
                          self._attempt_devices, self._artifacts)
 
@@ -116,10 +139,12 @@ class Recorder(Observer):
                        started_at: float, **_: Any) -> None:
         with self._lock:
             self._runs[run_id] = self._add(
-                "run", [], run=run_id, document=document, steps=[s.id for s in steps],
+                "run", [], run=run_id, document=document, **document_identity(document),
+                steps=[s.id for s in steps],
                 started_at=_seconds(started_at), host=socket.gethostname(), pid=os.getpid(),
                 t=self._now())
             self._open_runs.add(run_id)
+            self._documents[run_id] = document
 
     def on_step_started(self, *, run_id: str, step: StepInfo, **_: Any) -> None:
         with self._lock:
@@ -278,3 +303,17 @@ class Recorder(Observer):
             for table in self._per_run:
                 table.pop(run_id, None)
             self.writer.commit()
+            self._append_history(run_id, status)
+
+    def _append_history(self, run_id: str, status: str) -> None:
+        """`maml run --append-history`: the run's line in the document, with the graph head
+        that now covers the run (maml.graph.history)."""
+        document = self._documents.pop(run_id, None)
+        settings = trust_settings.load()
+        if not (settings.append_history and document):
+            return
+        from maml.graph import history
+
+        tail = self.writer.tail
+        line = history.entry(run_id, status, tail.chain.hex() if tail else None, self.writer.key.id)
+        history.append(document, line, key=self.writer.key, resign=settings.resign)

@@ -14,6 +14,14 @@ After a crash the file may end in a torn line (no newline) or in node lines with
 them (a writer died mid-write). Both are *uncommitted*: readers report and ignore them, and the
 next writer cuts them off under the lock before it appends — they were never signed, so keeping
 them would let anyone with write access slip unsigned records under the next signature.
+
+Every commit also notes its head in the user's witness (maml.graph.witness). Before a writer
+repairs or extends a log it compares the log's last signed head with the witness: a log that
+is shorter than witnessed, belongs to another graph, or is gone is refused (GraphError naming
+the witnessed head) instead of being cut and appended to, which would hide the loss. At each
+commit the writer also checks that the path still names the file it opened (the log was not
+deleted or replaced during the run), and that the directory can be written before the run
+starts (`preflight`).
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from maml._files import fsync_dir, write_all
 from maml.errors import GraphError
-from maml.graph import canonical, signing
+from maml.graph import canonical, signing, witness
 from maml.graph.keys import SigningKey
 
 FORMAT = "maml-graph/1"
@@ -43,6 +52,7 @@ NODE_PREFIX = b'{"c":"'
 NODE_ID_AT = 78
 NODE_BODY_AT = 148
 HEAD_PREFIX = b'{"head":'
+MIN_FREE_BYTES = 1 << 20      # preflight: less free space than this is "full"
 
 
 def resolve_log_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -137,24 +147,37 @@ class LogWriter:
         return node_id.decode()
 
     @property
+    def tail(self) -> Tail | None:
+        """The last head this writer committed or read (None before the first commit)."""
+        return self._tail
+
+    @property
     def pending(self) -> int:
         return len(self._pending)
 
     def commit(self) -> int:
-        """Write and sign what is buffered; returns the number of nodes committed."""
+        """Write and sign what is buffered; returns the number of nodes committed.
+        GraphError (naming the log) if it cannot be written, was deleted or replaced."""
         if not self._pending:
             return 0
-        fd = self._open()
-        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            tail = self._current_tail(fd)
-            data, tail = self._encode_batch(tail)
-            self._write_all(fd, data)
-            os.fsync(fd)
-            tail.end += len(data)
-            self._tail = tail
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._check_same_file(fd)
+                tail = self._current_tail(fd)
+                data, tail = self._encode_batch(tail)
+                write_all(fd, data)
+                os.fsync(fd)
+                tail.end += len(data)
+                self._tail = tail
+                witness.record(self.path, witness.Witnessed(tail.log_id, tail.count,
+                                                            tail.chain.hex(), time.time()))
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise GraphError(f"cannot write the error graph: {exc.strerror or exc}",
+                             path=str(self.path)) from exc
         written = len(self._pending)
         self.committed += written
         self._pending.clear()
@@ -177,12 +200,45 @@ class LogWriter:
         if self._tail is not None and self._tail.end == size:
             return self._tail
         if size == 0:
+            seen = witness.read(self.path)
+            if seen is not None and seen.count > 0:
+                raise self._rolled_back(seen, "the log is empty")
             return self._write_header(fd)
-        log_id, chain0 = _read_header(fd)
-        tail = _committed_tail(fd, size, log_id, chain0)
+        tail = self._witnessed_tail(fd, size)
         if tail.end < size:
             self._cut(fd, tail.end, size)
         return tail
+
+    def _witnessed_tail(self, fd: int, size: int) -> Tail:
+        """The committed tail, refused if it is behind the witness or of another graph."""
+        log_id, chain0 = _read_header(fd)
+        tail = _committed_tail(fd, size, log_id, chain0)
+        seen = witness.read(self.path)
+        if seen is not None and seen.log != log_id:
+            raise self._rolled_back(seen, f"the log holds another graph ({log_id})")
+        if seen is not None and tail.count < seen.count:
+            raise self._rolled_back(seen, f"the log's last signed head covers only "
+                                          f"{tail.count} records")
+        return tail
+
+    def _rolled_back(self, seen: witness.Witnessed, found: str) -> GraphError:
+        return GraphError(f"refusing to write: this graph was rolled back or replaced "
+                          f"(witnessed {seen.describe()}; {found}). Inspect it with "
+                          f"`maml graph verify`; if you removed records on purpose, "
+                          f"`maml graph forget` drops the witness", path=str(self.path))
+
+    def _check_same_file(self, fd: int) -> None:
+        """The path must still name the file we hold open: not deleted, not replaced."""
+        opened = os.fstat(fd)
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            raise GraphError("the error graph's log was deleted during the run; the records "
+                             "of this run after that point are lost (nothing was written to "
+                             "the deleted file)", path=str(self.path)) from None
+        if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+            raise GraphError("the error graph's log was replaced by another file during the "
+                             "run; refusing to write to either", path=str(self.path))
 
     def _cut(self, fd: int, end: int, size: int) -> None:
         leftover = os.pread(fd, size - end, end)
@@ -193,7 +249,7 @@ class LogWriter:
 
     def _write_header(self, fd: int) -> Tail:
         header = canonical.dumps({"format": FORMAT, "log": uuid.uuid4().hex, "t": time.time()})
-        self._write_all(fd, header + b"\n")
+        write_all(fd, header + b"\n")
         os.fsync(fd)
         return Tail(json.loads(header)["log"], header_chain(header), 0, len(header) + 1)
 
@@ -201,20 +257,34 @@ class LogWriter:
         if self._fd is None:
             created = not self.path.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            seen = witness.read(self.path) if created else None
+            if seen is not None and seen.count > 0:
+                raise self._rolled_back(seen, "the log file is gone")
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                               0o644)
             if created:  # make the new directory entry durable too
-                dir_fd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                fsync_dir(self.path.parent)
         return self._fd
 
-    @staticmethod
-    def _write_all(fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+    def preflight(self) -> None:
+        """Before a run: the log can be opened for writing, agrees with the witness, and its
+        file system has room. GraphError naming the path otherwise."""
+        try:
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                size = os.fstat(fd).st_size
+                if size:
+                    self._tail = self._witnessed_tail(fd, size)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            free = os.statvfs(fd)
+        except OSError as exc:
+            raise GraphError(f"the error graph cannot be written: {exc.strerror or exc}",
+                             path=str(self.path)) from exc
+        if free.f_bavail * free.f_frsize < MIN_FREE_BYTES:
+            raise GraphError(f"the error graph's file system is full "
+                             f"({free.f_bavail * free.f_frsize} bytes free)", path=str(self.path))
 
     def close(self) -> None:
         """Commit what is left and close the file."""

@@ -36,15 +36,24 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
                  principal: str | None = None, clock: Clock | None = None,
                  monitor: Any = None, inventory: Any = None, rng: random.Random | None = None,
                  backend: Any = None,
-                 on_scheduler: Callable[[Scheduler], None] | None = None) -> RunResult:
+                 on_scheduler: Callable[[Scheduler], None] | None = None,
+                 executor: str | None = None, address: str | None = None) -> RunResult:
     """Run `doc`'s pipeline (maml.run documents the options). `backend`: an executor backend
     the caller owns and keeps (a Session's); without one a LocalBackend is made and closed
-    here. `on_scheduler` is called with the scheduler before the first step (the CLI uses it
-    to route SIGTERM/SIGINT to `Scheduler.interrupt`)."""
+    here, or a RayBackend when `executor`/`address`, the front matter's `executor:` or
+    $RAY_ADDRESS say Ray (maml.runtime.executors.select). `on_scheduler` is called with the
+    scheduler before the first step (the CLI uses it to route SIGTERM/SIGINT to
+    `Scheduler.interrupt`)."""
     from maml.document.permissions import authorize_document
 
     authorize_document(doc)    # signature and readable permissions, before anything else
     _check_diagnostics(doc)
+    cluster = None
+    if backend is None:        # the cluster's devices replace this machine's
+        from maml.runtime.executors.select import cluster_backend
+
+        cluster = backend = cluster_backend(doc.meta.get("executor"), executor, address, workers)
+        inventory = cluster.inventory if cluster is not None else inventory
     broadcaster = Broadcaster(list(observers))
     scheduler_ref: list[Scheduler] = []
     plan, inventory = _plan(doc, params, inventory)
@@ -57,8 +66,8 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
     faults = _fault_plan(doc, plan, inject)
     store, resumed = _store(doc, state_dir, resume)
     run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
-    own_backend = backend is None
-    if own_backend:
+    own_backend = backend is None or backend is cluster
+    if backend is None:
         from maml.runtime.executors.local import LocalBackend
 
         backend = LocalBackend(devices.slots(workers or default_workers()))
@@ -98,8 +107,8 @@ def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
     """An unstarted NVML health monitor for the run's GPUs (the executor starts and stops
     it), or None where there is no GPU or no NVML. Its `hang` rule asks the scheduler how
     long the step on a device has been silent."""
-    if inventory is None or not inventory.gpus():
-        return None
+    if inventory is None or not inventory.gpus() or inventory.source == "ray":
+        return None            # a Ray cluster's GPUs are not this machine's to sample
     from maml.runtime.devices.health import HealthMonitor, load_thresholds
     from maml.runtime.devices.nvml import NVMLUnavailable, open_provider
 

@@ -67,21 +67,28 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 
 def has_children() -> bool:
-    """Whether this process has any child now (cheap: one small /proc read per thread)."""
+    """Whether this process has any child now. Cheap (tens of us): each thread's
+    /proc/self/task/<tid>/children is kept open and re-read with pread."""
     try:
-        tasks = os.listdir("/proc/self/task")
+        tasks = set(os.listdir("/proc/self/task"))
     except OSError:
         return bool(descendants(os.getpid()))
+    for tid in [t for t in _CHILDREN_FDS if t not in tasks]:
+        os.close(_CHILDREN_FDS.pop(tid))          # the thread ended
     for tid in tasks:
         try:
-            with open(f"/proc/self/task/{tid}/children", "rb") as children:
-                if children.read().strip():
-                    return True
+            if tid not in _CHILDREN_FDS:
+                _CHILDREN_FDS[tid] = os.open(f"/proc/self/task/{tid}/children", os.O_RDONLY)
+            if os.pread(_CHILDREN_FDS[tid], 16, 0).strip():
+                return True
         except FileNotFoundError:
-            continue                            # the thread ended meanwhile
+            continue                               # the thread ended meanwhile
         except OSError:
-            return bool(descendants(os.getpid()))   # no CONFIG_PROC_CHILDREN: ask psutil
+            return bool(descendants(os.getpid()))  # no CONFIG_PROC_CHILDREN: ask psutil
     return False
+
+
+_CHILDREN_FDS: dict[str, int] = {}
 
 
 def carrying_token(token: str) -> list[psutil.Process]:

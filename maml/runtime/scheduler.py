@@ -179,6 +179,10 @@ class Scheduler:
             step.alive(now, started=isinstance(event, Started))
             if isinstance(event, Started):
                 step.pid = event.pid
+                if event.node or event.device is not None:    # Ray: node, IP, GPU UUID
+                    self.events.emit("on_attempt_placed", run_id=self.run_id, step=step.info,
+                                     attempt=step.state.attempt, device=event.device,
+                                     node=dict(event.node))
         if isinstance(event, Progress):
             self.events.emit("on_step_progress", run_id=self.run_id, step=step.info,
                              done=event.done, total=event.total, unit=event.unit)

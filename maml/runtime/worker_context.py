@@ -103,13 +103,19 @@ class Heartbeat:
         self._running = False
         self._wake = threading.Event()
         self._last = 0.0
+        self._waiting = self.IDLE_WAIT
         threading.Thread(target=self._loop, name="maml-heartbeat", daemon=True).start()
+
+    #: seconds between the idle thread's looks (it is not woken per attempt: that costs a
+    #: thread switch; a beat is due only an interval after the start anyway)
+    IDLE_WAIT = 1.0
 
     def attempt_started(self, interval: float) -> None:
         self.interval, self._last = max(interval, 0.01), time.monotonic()
         self.stopped = threading.Event()
         self._running = True
-        self._wake.set()
+        if self.interval < self._waiting:
+            self._wake.set()                 # it sleeps longer than this attempt may wait
 
     def attempt_ended(self) -> None:
         self._running = False
@@ -123,20 +129,19 @@ class Heartbeat:
 
     def _loop(self) -> None:
         while True:
-            if not self._running:
-                self._wake.wait()
-                self._wake.clear()
-                continue
-            due = self._last + self.interval - time.monotonic()
-            if due > 0 or self.stopped.is_set():
-                self._wake.wait(due if due > 0 else self.interval)
-                self._wake.clear()
-                continue
-            self._last = time.monotonic()
-            try:
-                self.channel.send(("hb",))
-            except (OSError, ValueError):
-                return
+            wait = self.IDLE_WAIT
+            if self._running and not self.stopped.is_set():
+                now = time.monotonic()
+                wait = self._last + self.interval - now
+                if wait <= 0:
+                    self._last, wait = now, self.interval
+                    try:
+                        self.channel.send(("hb",))
+                    except (OSError, ValueError):
+                        return
+            self._waiting = wait
+            self._wake.wait(wait)
+            self._wake.clear()
 
 
 @dataclass

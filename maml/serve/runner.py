@@ -2,13 +2,14 @@
 
 Each run is handed to `execute(request, token)` on one of the runner's threads; that
 function is the service's one seam to the runtime. `cancel()` takes a queued run off the
-queue at once; a running run is stopped through its `CancelToken`, a runtime observer that
-raises at the run's next event (the runtime then stops its workers and unwinds).
+queue at once; a running run is stopped through its `CancelToken`, which interrupts the run's
+scheduler (the attempts in flight are cancelled, their process trees killed).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -19,37 +20,29 @@ from maml.serve.records import RunRequest
 log = logging.getLogger(__name__)
 
 
-class RunCancelled(Exception):
-    """Raised inside a run by its CancelToken; `reason` is "cancelled" or "shutdown"."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class CancelToken:
-    """A runtime observer that stops its run at the next event once `cancel()` was called.
-    `critical` makes the runtime let the exception through instead of logging it."""
-
-    critical = True
+    """How the service stops one run: `cancel(reason)` ("cancelled" by a caller, or
+    "shutdown" of the server) interrupts the run's scheduler, which cancels the attempts in
+    flight at its next turn and ends the run `interrupted`. A token cancelled before the
+    scheduler exists interrupts it the moment it is attached."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.reason: str | None = None
+        self._scheduler: Any = None
+        self._lock = threading.Lock()
+
+    def attach(self, scheduler: Any) -> None:
+        with self._lock:
+            self._scheduler = scheduler
+            if self.reason is not None:
+                scheduler.interrupt(signal.SIGTERM)
 
     def cancel(self, reason: str = "cancelled") -> None:
-        self.reason = reason
-
-    def __getattr__(self, hook: str) -> Callable[..., None]:
-        if not hook.startswith("on_"):
-            raise AttributeError(hook)
-        return self._check
-
-    def _check(self, **payload: Any) -> None:
-        # only the run's own events: a device sample arrives on the health monitor's thread,
-        # which must never be the one to unwind
-        if self.reason is not None and payload.get("run_id") == self.run_id:
-            raise RunCancelled(self.reason)
+        with self._lock:
+            self.reason = self.reason or reason
+            if self._scheduler is not None:
+                self._scheduler.interrupt(signal.SIGTERM)
 
 
 class Runner:

@@ -24,7 +24,7 @@ from maml.errors import DocumentError, MamlError, UsageError
 from maml.serve import views
 from maml.serve.hub import EventHub
 from maml.serve.records import Records, RunRequest, next_seq
-from maml.serve.runner import CancelToken, RunCancelled, Runner
+from maml.serve.runner import CancelToken, Runner
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class Service:
         self._seq = 0
         self._devices: Any = None
         self._graph_cache: tuple[Any, Any] | None = None
+        self._lane = threading.local()          # per runner thread: its warm backend
+        self._backends: list[Any] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -84,6 +86,8 @@ class Service:
 
     def close(self) -> None:
         self.runner.stop()
+        for backend in list(self._backends):
+            backend.close()
         if self.recorder is not None:
             self.recorder.close()
         if self._devices is not None:
@@ -168,32 +172,60 @@ class Service:
 
     def execute(self, request: RunRequest, token: CancelToken) -> None:
         """Run one accepted request to its end and write its final record. The one place
-        the service calls the runtime: resume=run_id makes a first run and a restart alike."""
+        the service calls the runtime: resume=run_id makes a first run and a restart alike,
+        and each runner thread keeps its own warm worker pool across the runs it executes."""
         import maml
 
         started = time.time()
         options = {"require_signed": True} if request.require_signed else {}
         try:
             doc = maml.parse(request.document, path=request.path)
-            result = maml.run(doc, graph=False, observers=[self.recorder, self.hub, token],
+            result = maml.run(doc, graph=False, observers=[self.recorder, self.hub],
                               resume=request.run_id, state_dir=self.state_dir,
                               params=request.params, inject=request.inject,
                               input=request.input, principal=request.principal,
-                              inventory=self.inventory, workers=self.workers, **options)
-        except RunCancelled as stop:
-            if stop.reason == "shutdown":
-                return                      # not ended: the next start resumes it
-            self._end_unrecorded(request, "cancelled", started, "cancelled by request")
+                              inventory=self.inventory, backend=self._lane_backend(),
+                              on_scheduler=token.attach, **options)
         except MamlError as exc:
             self._end_unrecorded(request, "failed", started, exc.format(), code=exc.code)
         except Exception as exc:
             log.exception("run %s", request.run_id)
+            self._drop_lane_backend()       # it may hold attempts of the broken run
             self._end_unrecorded(request, "failed", started, f"internal error: "
                                  f"{type(exc).__name__}: {exc}", code="MAML-E000")
         else:
+            if token.reason == "shutdown":
+                return                      # not ended: the next start resumes it
             payload = result.to_json()
             payload["graph"] = str(self.recorder.path)
+            if token.reason == "cancelled":
+                self.hub.publish(request.run_id, "run_cancelled")
+                payload["status"] = "cancelled"
+                result.problems.append("cancelled by request")
             self._finish(request.run_id, payload, started, result.problems, result.output)
+
+    def _lane_backend(self) -> Any:
+        """This runner thread's LocalBackend: its workers stay up (models loaded) between
+        the runs of the thread; one backend never serves two runs at once."""
+        backend = getattr(self._lane, "backend", None)
+        if backend is None:
+            from maml.runtime.api import default_workers
+            from maml.runtime.devices.book import DeviceBook
+            from maml.runtime.executors.local import LocalBackend
+
+            slots = DeviceBook(self.inventory).slots(self.workers or default_workers())
+            backend = self._lane.backend = LocalBackend(slots, prestart=1)
+            with self._lock:
+                self._backends.append(backend)
+        return backend
+
+    def _drop_lane_backend(self) -> None:
+        backend = getattr(self._lane, "backend", None)
+        if backend is not None:
+            self._lane.backend = None
+            backend.close()
+            with self._lock:
+                self._backends.remove(backend)
 
     def _end_unrecorded(self, request: RunRequest, status: str, started: float, problem: str,
                         code: str | None = None) -> None:

@@ -52,3 +52,14 @@ def play_run(recorder, run_id: str, steps: dict[str, list[tuple]], *, kind: str 
     recorder.on_run_finished(run_id=run_id, status=final or ("failed" if failed_steps else
                                                              "succeeded"),
                              errors=errors, recoveries=recoveries, duration=1.0)
+
+
+def maml_cli(cwd, *args: str, config=None, timeout: float = 180):
+    """`python -m maml ARGS` in a real process, with its own config dir (keys, witness)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MAML_CONFIG_DIR": str(config or cwd / "config")}
+    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

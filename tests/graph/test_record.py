@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 import maml.graph
+from maml.errors import GraphError
 from maml.graph.record import Recorder
 from maml.runtime.events import Broadcaster, ErrorInfo, StepInfo
 
@@ -97,15 +99,25 @@ def test_the_health_sample_travels_with_the_error(tmp_path, key):
     assert failure["health"] == {"memory_used": 79 * 2**30, "temperature": 71.5}
 
 
-def test_a_recorder_that_cannot_write_fails_the_run(tmp_path, key):
+def test_a_graph_that_cannot_be_written_is_refused_before_the_run(tmp_path, key):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    recorder = Recorder(blocked / "graph", key=key)
+    with pytest.raises(GraphError, match="cannot be written") as caught:
+        Recorder(blocked / "graph", key=key)
+    assert caught.value.path == str(blocked / "graph" / "log.jsonl")
+
+
+def test_a_write_that_fails_mid_run_fails_the_run_naming_the_log(tmp_path, key):
+    recorder = Recorder(tmp_path, key=key)
     broadcaster = Broadcaster([recorder])
     step = StepInfo("a", "python")
     broadcaster.emit("on_run_started", run_id="r", document=None, steps=[step], started_at=0.0)
-    with pytest.raises(OSError):
+    read_only = os.open(recorder.path, os.O_RDONLY)
+    os.dup2(read_only, recorder.writer._fd)       # the next write() fails with EBADF
+    with pytest.raises(GraphError, match="cannot write the error graph") as caught:
         broadcaster.emit("on_step_skipped", run_id="r", step=step, reason="upstream failed")
+    assert caught.value.path == str(recorder.path)
+    os.close(read_only)
 
 
 def test_runs_from_several_recorders_share_device_nodes(tmp_path: Path, key):

@@ -115,6 +115,7 @@ def test_sigkill_at_random_moments_never_loses_or_repeats_committed_steps(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_two_hundred_random_sigkills(tmp_path, monkeypatch):
     """Issue 12.3's bar for commits off the critical path: 200 kills, none loses or repeats
     a committed step (about 15 minutes on a loaded 2-core box)."""

@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
-if set(os.listdir("/sys/class/net")) - {"lo"}:
+def _interfaces() -> set[str]:
+    """This network namespace's interfaces (/proc/net/dev is per namespace, /sys is not)."""
+    lines = Path("/proc/net/dev").read_text().splitlines()[2:]
+    return {line.split(":", 1)[0].strip() for line in lines}
+
+
+if _interfaces() - {"lo"}:
     pytest.skip("Ray starts only in a loopback-only network namespace (unshare -n): it probes "
                 "cloud metadata addresses at start", allow_module_level=True)
 
@@ -55,8 +61,9 @@ def cluster(tmp_path_factory):
         os.environ.pop("RAY_TMPDIR", None)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def backend(cluster):
+    """One backend for the module, as a `maml.Session` keeps one: its actors stay warm."""
     from maml.runtime.executors.ray import RayBackend
 
     backend = RayBackend(gpu_resource=GPU, placement_timeout=20.0)
@@ -109,8 +116,9 @@ def test_gpu_steps_spread_over_nodes_and_the_record_names_where(backend, cluster
     assert all(e.node["node_ip"] and e.pid for e in started.values())
     results = {e.handle.step_id: e.output for e in of(events, Succeeded)}
     assert [results[f"g{k}"]["x"] for k in range(2)] == [0, 1]
-    # the custom resource is not a CUDA GPU: the step keeps the scheduler's device id
-    assert results["g1"]["device"] == "cuda:1"
+    # inside its worker a GPU step sees its one GPU as cuda:0 (the record keeps cuda:1)
+    assert results["g1"]["device"] == "cuda:0"
+    assert started["g1"].device.id == "cuda:1"
 
 
 def test_an_actor_stays_warm_across_attempts_until_replaced(backend, cluster):
@@ -151,6 +159,152 @@ def test_a_hang_is_cancelled_by_killing_the_actor(backend, cluster):
     assert not backend._running
     retry = backend.submit(request(cluster, "h", "cpu", attempt=2))
     assert of(until_done(backend, [retry]), Succeeded)
+
+
+# -- whole runs: the scheduler on Ray -------------------------------------------------------
+
+DOCUMENTS = Path(__file__).resolve().parents[2] / "documents"
+#: a lean subset with every shape: fan-out, recovery chain, shell, implicit, a dialect
+PARITY = ("fanout.maml.md", "oom_chain.maml.md", "shell_python.maml.md", "implicit.maml.md",
+          "dialects/canonical.maml.md")
+SHAPE = ("run", "step", "attempt", "error", "recovery", "outcome")
+
+
+def graph_shape(graph_dir):
+    """Node counts per type, and each step's (attempt, error class, action) story."""
+    import maml.graph
+
+    nodes = [d for _, d in maml.graph.open(graph_dir).nx.nodes(data=True)]
+    counts = {t: sum(1 for d in nodes if d["type"] == t) for t in SHAPE}
+    story = sorted((d["step"], d.get("attempt", 0), d["type"], d.get("error_class") or "",
+                    d.get("action") or d.get("status") or "")
+                   for d in nodes if d["type"] in ("attempt", "error", "recovery", "outcome")
+                   and d.get("step"))
+    return counts, story
+
+
+@pytest.fixture
+def idle_cluster(backend):
+    """The shared backend's actors hold every CPU and GPU_like: stop them so that a run
+    with its own backend (and its own driver) can place actors."""
+    backend.close()
+    yield
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAML_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", PARITY)
+def test_documents_give_the_same_outputs_and_graph_shape_on_ray(name, backend, isolated):
+    import maml
+
+    doc = maml.load(DOCUMENTS / name)
+    runs = {}
+    for where, options in (("local", {}), ("ray", {"backend": backend,
+                                                    "inventory": backend.inventory})):
+        result = maml.run(doc, state_dir=str(isolated / where), graph=isolated / f"g-{where}",
+                          **options)
+        assert result.status == "succeeded", result.problems
+        runs[where] = (result.output, {k: s.params for k, s in result.steps.items()},
+                       graph_shape(isolated / f"g-{where}"))
+    assert runs["ray"] == runs["local"]
+
+
+SPREAD = """---
+maml_version: "1.0"
+id: urn:maml:test:spread
+permissions: {execute: true}
+executor: {kind: ray, gpu_resource: GPU_like}
+pipeline:
+  - {id: a, block: who, device: cuda, params: {sleep: 1}}
+  - {id: b, block: who, device: cuda, params: {sleep: 1}}
+  - {id: c, block: who, device: cpu, needs: [a, b]}
+---
+# Spread
+
+## Code_Blocks
+
+```python {id=who}
+import os, time
+def run(inputs, params, ctx):
+    time.sleep(params.get("sleep", 0))
+    return {"device": ctx.device, "inputs": sorted(inputs)}
+```
+"""
+
+
+def test_maml_run_executor_ray_spreads_gpu_steps_over_nodes(cluster, idle_cluster, isolated):
+    import maml
+
+    path = isolated / "spread.maml.md"
+    path.write_text(SPREAD)
+    result = maml.run(str(path), address=cluster.address,      # executor: from front matter
+                      state_dir=str(isolated / ".maml"), graph=isolated / "g")
+    assert result.status == "succeeded", result.problems
+    assert {result.steps[s].device for s in "ab"} == {"cuda:0", "cuda:1"}
+    assert result.output == {"device": "cpu", "inputs": ["a", "b"]}
+    assert result.steps["a"].output["device"] == "cuda:0"     # what code in the worker uses
+    graph = maml.graph.open(isolated / "g").nx
+    placed = {d["step"]: d["node"] for _, d in graph.nodes(data=True) if d["type"] == "placement"}
+    assert {placed["a"]["node_id"], placed["b"]["node_id"]} == {
+        n.node_id for n in cluster.gpu_nodes}
+    assert all(p["node_ip"] for p in placed.values())
+
+
+SLOW_SECOND = """---
+maml_version: "1.0"
+id: urn:maml:test:resume
+permissions: {execute: true}
+pipeline:
+  - {id: first, block: stamp}
+  - {id: second, block: stamp, needs: first, params: {sleep: 60}}
+---
+# Resume
+
+## Code_Blocks
+
+```python {id=stamp}
+import os, time
+def run(inputs, params, ctx):
+    with open(f"{ctx.step_id}.ran", "a") as out:
+        out.write("x")
+    time.sleep(params.get("sleep", 0))
+    return ctx.step_id
+```
+"""
+
+
+def test_resume_after_the_driver_is_sigkilled(cluster, idle_cluster, isolated):
+    import signal
+    import subprocess
+    import sys
+
+    import maml
+
+    path = isolated / "resume.maml.md"
+    path.write_text(SLOW_SECOND)
+    command = [sys.executable, "-m", "maml", "run", str(path), "--executor", "ray",
+               "--address", cluster.address, "--quiet", "--no-graph"]
+    log = (isolated / "driver.log").open("w")
+    driver = subprocess.Popen(command, cwd=isolated, stdout=log, stderr=log)
+    deadline = time.monotonic() + 60
+    while not (isolated / "second.ran").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert (isolated / "second.ran").exists(), (isolated / "driver.log").read_text()[-2000:]
+    assert (isolated / "first.ran").read_text() == "x"
+    (isolated / "resume.maml.md").write_text(SLOW_SECOND.replace("sleep: 60", "sleep: 0"))
+    result = maml.run(str(path), resume=True, executor="ray", address=cluster.address,
+                      state_dir=str(isolated / ".maml"), graph=False)
+    assert result.status == "succeeded", result.problems
+    assert result.steps["first"].status == "cached"
+    assert result.output == "second"
+    assert (isolated / "first.ran").read_text() == "x"      # not run again
 
 
 def test_a_removed_node_loses_the_attempt_and_the_retry_runs_on_the_other_node(backend,

@@ -232,3 +232,24 @@ def test_an_attempt_costs_two_messages_when_it_is_quick(worker, tmp_path):
     worker.send(("attempt", request("result = 2", tmp_path, attempt=2,
                                      heartbeat_interval=5.0)))
     assert outcome(worker)[2] == ["started", "result"]
+
+
+def test_a_step_holding_the_gil_past_its_heartbeat_timeout_is_alive_not_hung(runner, events):
+    # one C call (catastrophic regex backtracking) holds the GIL for ~5 s whatever the
+    # machine's speed: each extra "a" doubles the time, calibrated on a short one
+    body = """
+        import re, time
+        def backtrack(n):
+            started = time.perf_counter()
+            re.match(r"(a+)+$", "a" * n + "b")
+            return time.perf_counter() - started
+        n, took = 16, backtrack(16)
+        while took * 2 ** (n - 16) < 5.0:
+            n += 1
+        result = backtrack(n)
+    """
+    doc = runner.write_doc({"policy": {"retries": 0, "heartbeat_timeout": "2s"},
+                            "pipeline": [{"id": "re", "block": "re"}]}, {"re": body})
+    result = runner.run(doc, observers=[events])
+    assert events.of("on_attempt_failed") == []
+    assert result.status == "succeeded" and result.steps["re"].output > 2.0

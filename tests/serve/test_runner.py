@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 
 from maml.serve.hub import EventHub
 from maml.serve.records import RunRequest
-from maml.serve.runner import CancelToken, RunCancelled, Runner
+from maml.serve.runner import CancelToken, Runner
 
 
 def request(n: int) -> RunRequest:
@@ -39,18 +40,26 @@ def test_runs_start_in_submission_order_with_bounded_concurrency():
     assert started[:2] == ["r0", "r1"] and "r3" not in started
 
 
-def test_a_cancelled_token_stops_its_run_at_the_next_event():
-    token = CancelToken("r1")
-    token.on_attempt_started(run_id="r1")           # not cancelled: nothing happens
-    token.cancel()
-    token.on_device_sample(sample={})       # the health monitor's thread is never unwound
-    try:
-        token.on_step_log(run_id="r1", message="x")
-    except RunCancelled as stop:
-        assert stop.reason == "cancelled"
-    else:
-        raise AssertionError("the token did not stop the run")
-    assert CancelToken.critical is True     # the runtime lets a critical observer's error out
+class FakeScheduler:
+    def __init__(self) -> None:
+        self.interrupts: list[int] = []
+
+    def interrupt(self, signum: int) -> None:
+        self.interrupts.append(signum)
+
+
+def test_a_cancelled_token_interrupts_its_scheduler_whenever_it_comes():
+    early, late = CancelToken("r1"), CancelToken("r2")
+    early.cancel()                       # before the run has a scheduler
+    scheduler = FakeScheduler()
+    early.attach(scheduler)
+    assert scheduler.interrupts == [signal.SIGTERM] and early.reason == "cancelled"
+    other = FakeScheduler()
+    late.attach(other)
+    assert other.interrupts == []
+    late.cancel("shutdown")
+    late.cancel("cancelled")             # the first reason stands
+    assert other.interrupts == [signal.SIGTERM, signal.SIGTERM] and late.reason == "shutdown"
 
 
 def test_the_live_view_folds_failure_recovery_and_success():

@@ -146,9 +146,9 @@ def test_validate_logs_devices_and_graph_queries(server):
     assert server.client.get("/api/v1/openapi.json").json()["info"]["title"] == "maml"
 
 
+# silent for a minute: cancelling must not wait for the step to say anything
 SLOW = doc("- {id: slow, block: slow}", {"slow": (
-    "import time\ndef run(inputs, params, ctx):\n    for _ in range(600):\n"
-    "        ctx.log('tick')\n        time.sleep(0.05)\n    return 1")})
+    "import time\ndef run(inputs, params, ctx):\n    time.sleep(60)\n    return 1")})
 
 
 def test_cancel_stops_a_running_run_and_leaves_an_ended_one_alone(server):
@@ -162,7 +162,7 @@ def test_cancel_stops_a_running_run_and_leaves_an_ended_one_alone(server):
         time.sleep(0.05)
     answer = server.client.post(f"/api/v1/runs/{run_id}/cancel").json()
     assert answer == {"run_id": run_id, "cancelled": True, "was": "running"}
-    run = server.wait(run_id, timeout=20)
+    run = server.wait(run_id, timeout=10)
     assert run["status"] == "cancelled" and run["steps"]["slow"]["status"] == "cancelled"
     again = server.client.post(f"/api/v1/runs/{run_id}/cancel").json()
     assert again["cancelled"] is False and again["was"] == "cancelled"

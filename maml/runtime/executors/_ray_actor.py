@@ -45,8 +45,11 @@ class _QueueConn:
 class SlotActor:
     """A warm maml worker inside a Ray actor (decorated with ray.remote by the backend)."""
 
-    def __init__(self, worker_id: str) -> None:
+    def __init__(self, worker_id: str, cwd: str | None = None) -> None:
         from maml.runtime.worker_main import Worker
+
+        if cwd and os.path.isdir(cwd):      # the driver's directory, where it exists here:
+            os.chdir(cwd)                   # relative paths in steps mean what they do locally
 
         self._messages: queue.SimpleQueue = queue.SimpleQueue()
         self._worker = Worker(_QueueConn(self._messages), worker_id)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -178,7 +179,8 @@ class RayBackend:
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(home, soft=True)
-        actor = self._actor_class.options(**options).remote(f"ray-{device}-{number}")
+        actor = self._actor_class.options(**options).remote(f"ray-{device}-{number}",
+                                                             os.getcwd())
         self._actors[slot] = actor
         return actor
 

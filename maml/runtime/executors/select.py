@@ -70,3 +70,13 @@ def make_backend(choice: ExecutorChoice, slots: Mapping[str, int] | None = None)
     from maml.runtime.executors.ray import RayBackend
 
     return RayBackend(address=choice.address, slots=slots, **choice.options)
+
+
+def cluster_backend(declared: Any, flag: str | None, address: str | None,
+                    workers: int | None) -> Any:
+    """For run_document: a RayBackend when the run goes to Ray (connected now), else None.
+    `workers` caps the CPU slots, as `--workers` does locally."""
+    choice = choose_executor(flag, address, declared)
+    if choice.kind != "ray":
+        return None
+    return make_backend(choice, {"cpu": workers} if workers else None)

@@ -17,8 +17,10 @@ buffer that is reused batch after batch. Every op gives uint8, rounded as OpenCV
   gaussian_blur op, with OpenCV's ksize-5 kernel. Gradient norm L2 as the OpenCV op; the
   thresholds are moved so that cuCIM's `>=` acts as OpenCV's `>` on squared integer
   magnitudes. What still differs is non-maximum suppression (cuCIM interpolates between
-  neighbours, OpenCV rounds the direction to 45 degrees) and the frame's outer ring (cuCIM
-  never marks it): bench/gpu_kinds.py measures the agreement.
+  neighbours, OpenCV rounds the direction to 45 degrees and breaks ties one way), and the
+  first and last columns, which cuCIM never marks. Measured on an H200 (bench/gpu_kinds.py,
+  64 frames of 1080p H.264): 0.043% of pixels differ, 0.27% of edge pixels have no
+  counterpart within 1 px; synthetic perfect steps (exact ties) reach 0.5% of pixels.
 """
 
 from __future__ import annotations

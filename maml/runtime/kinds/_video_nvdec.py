@@ -56,15 +56,30 @@ def open_nvdec(path: Path, chain: Any, params: dict[str, Any],
 
 
 class NvDecSource:
-    decoder = "nvdec"
+    """Batches of decoded frames as one CuPy array (N, H, W) grey or (N, H, W, 3) BGR.
 
-    def __init__(self, path: Path, gpu: int, limit: int | None, *, gray: bool) -> None:
+    `threaded` decodes on PyNvVideoCodec's background thread (ThreadedDecoder, `BUFFER`
+    frames ahead), so NVDEC works while the chain runs; else SimpleDecoder, on demand."""
+
+    BUFFER = 64
+    THREADED = True
+
+    def __init__(self, path: Path, gpu: int, limit: int | None, *, gray: bool,
+                 threaded: bool | None = None) -> None:
         import cupy
         import PyNvVideoCodec as nvc
 
         self.cp, self.gray, self.limit, self.position = cupy, gray, limit, 0
-        self.reader = nvc.SimpleDecoder(str(path), gpu_id=gpu, use_device_memory=True,
-                                        output_color_type=nvc.OutputColorType.NATIVE)
+        native = nvc.OutputColorType.NATIVE
+        threaded = self.THREADED if threaded is None else threaded
+        self.decoder = "nvdec (threaded)" if threaded else "nvdec"
+        if threaded:
+            self.reader = nvc.ThreadedDecoder(str(path), self.BUFFER, gpu_id=gpu,
+                                              use_device_memory=True, output_color_type=native)
+        else:
+            self.reader = nvc.SimpleDecoder(str(path), gpu_id=gpu, use_device_memory=True,
+                                            output_color_type=native)
+        self.step = self.BUFFER if threaded else 1 << 20
         meta = self.reader.get_stream_metadata()
         self.metadata = str(meta)
         self.width, self.height = int(meta.width), int(meta.height)
@@ -82,22 +97,30 @@ class NvDecSource:
     def read(self, count: int) -> Any | None:
         if self.limit is not None:
             count = min(count, self.limit - self.position)
-        frames = self.reader.get_batch_frames(count) if count > 0 else []
-        if not frames:
+        if count <= 0:
             return None
         h, w = self.height, self.width
-        shape = (len(frames), h, w) if self.gray else (len(frames), h, w, 3)
-        out = self.cp.empty(shape, dtype=self.cp.uint8)
-        for i, frame in enumerate(frames):
-            y, uv = nv12_planes(self.cp, frame, h, w)
-            if self.gray:
-                out[i] = y if self.full_range else self._expand(y)
-            else:
-                self._bgr(y, uv, w, out[i])
-        self.position += len(frames)
-        return out
+        shape = (count, h, w) if self.gray else (count, h, w, 3)
+        out, done = self.cp.empty(shape, dtype=self.cp.uint8), 0
+        while done < count:
+            # convert each call's frames before the next call: the decoder reuses surfaces
+            frames = self.reader.get_batch_frames(min(count - done, self.step))
+            if not frames:
+                break
+            for frame in frames:
+                y, uv = nv12_planes(self.cp, frame, h, w)
+                if self.gray:
+                    out[done] = y if self.full_range else self._expand(y)
+                else:
+                    self._bgr(y, uv, w, out[done])
+                done += 1
+        self.position += done
+        return out[:done] if done else None
 
     def close(self) -> None:
+        end = getattr(self.reader, "end", None)
+        if end is not None:
+            end()
         self.reader = None
 
 
