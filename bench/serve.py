@@ -7,12 +7,14 @@ Starts a real server (`python -m maml serve` on a loopback port, its own state d
 measures, with the clock of this machine (server events carry time.time()):
 
 - latency: POST /api/v1/runs of a one-step document -> that run's first `attempt_started`
-  event (submission -> first step started), median and p90 over --latency-runs runs sent
-  one at a time to an idle server;
+  event (the attempt handed to an already running worker), median and p90 over
+  --latency-runs runs sent one at a time to an idle server; the POST itself includes
+  parsing, validating and the fsync'd acceptance of the run;
 - throughput: --runs one-step runs from --clients concurrent clients, wall time from the
   first POST to the last run ended, runs/s;
 - llm: documents/llm/embed.maml.md run by the CLI (`maml run`, cold: a fresh process) and
-  twice through the server; the second server run shows what the server keeps warm.
+  twice through a server with one lane and one worker (`--concurrency 1 --workers 1`), so
+  the second run meets the worker that loaded the model in the first.
 """
 
 from __future__ import annotations
@@ -155,11 +157,18 @@ def main() -> None:
         try:
             report = {"latency": latency(client, args.latency_runs),
                       "throughput": throughput(client, args.runs, args.clients)}
-            if not args.no_llm:
-                report["llm"] = llm(client, tmp)
         finally:
             process.terminate()
             process.wait(30)
+        if not args.no_llm:
+            (tmp / "llm").mkdir()
+            process, client = start_server(tmp / "llm", "--no-mcp", "--concurrency", "1",
+                                           "--workers", "1")
+            try:
+                report["llm"] = llm(client, tmp / "llm")
+            finally:
+                process.terminate()
+                process.wait(30)
     print(json.dumps(report, indent=1))
 
 

@@ -11,6 +11,7 @@ import pytest
 import maml
 from maml._files import write_atomic, write_new
 from maml.document.permissions import authorize_plan
+from maml.errors import UsageError
 from maml.graph import settings
 from maml.paths import PathRefused, check_run_id, looks_like_path, resolve
 from maml.runtime.checkpoint import RunStore
@@ -79,6 +80,20 @@ def test_a_project_file_cannot_widen_paths(tmp_path, monkeypatch):
     (tmp_path / "maml.toml").write_text('allow_paths = ["/"]\nrequire_signed = true\n')
     loaded = settings.load(tmp_path)
     assert loaded.allow_paths == () and loaded.require_signed
+
+
+def test_the_users_config_allows_roots_and_requires_signatures(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAML_CONFIG_DIR", str(tmp_path / "config"))
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.toml").write_text(
+        'require_signed = true\nallow_paths = ["/data"]\n')
+    loaded = settings.load(tmp_path / "project")
+    assert loaded.require_signed and loaded.allow_paths == ("/data",)
+    with settings.overrides(allow_paths=("/more",)):
+        assert settings.load(tmp_path).allow_paths == ("/data", "/more")
+    (tmp_path / "config" / "config.toml").write_text("require_signed = 'yes'\n")
+    with pytest.raises(UsageError, match="require_signed must be true or false"):
+        settings.load(tmp_path)
 
 
 def test_run_ids_are_maml_ids():

@@ -131,5 +131,10 @@ def revoke(key_id: str) -> None:
     """Stop accepting the key whose id starts with KEY_ID."""
     from maml.graph import keys
 
+    directory = keys.config_dir()
+    own = keys.load_key().id if (directory / keys.PRIVATE_NAME).exists() else None
     revoked = keys.revoke_key(key_id)
     click.echo(f"revoked {revoked}: its signatures no longer verify")
+    if revoked == own:
+        click.echo("maml: warning: that is your own key, which still signs new records; "
+                   "make a new one with `maml keys rotate`", err=True)

@@ -49,13 +49,13 @@ def command(documents: tuple[str, ...], key_paths: tuple[str, ...], as_json: boo
 def trust_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """`maml run`'s trust options. The wrapped command runs inside settings.overrides(), and
     its `principal` is always None: the OS user (`--as` may only name that user)."""
-    from maml.graph import settings
 
     @functools.wraps(func)
     def wrapper(*args: Any, require_signed: bool, allow_paths: tuple[str, ...],
                 append_history: bool, resign: bool, principal: str | None,
                 **kwargs: Any) -> Any:
         from maml.document.permissions import narrowed_principal
+        from maml.graph import settings
 
         try:
             narrowed_principal(principal)
@@ -87,6 +87,6 @@ def trust_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--as", "principal", default=None, metavar="USER",
                      help="Only your OS user name is accepted: permissions follow who runs maml."),
     ]
-    for option in options:
+    for option in reversed(options):      # click lists the last decorator first
         wrapper = option(wrapper)
     return wrapper

@@ -18,6 +18,7 @@ from markdown_it.token import Token
 
 from maml.document.attrs import parse_attrs, split_info
 from maml.document.codes import diagnostic
+from maml.document.layout import scan_body_lines
 from maml.document.model import Block, Document, HistoryEntry, Section, SourceSpan
 
 #: normalised spelling (lower case, letters only) -> Section.name
@@ -42,9 +43,23 @@ def section_name(title: str) -> str:
     return SECTION_NAMES.get(letters, title.strip())
 
 
+def fence_ranges(lines: list[str]) -> list[tuple[int, int]]:
+    """The [begin, end) line ranges (0-based) of every fenced block, as markdown-it reads
+    them: the one truth about where a fence starts and ends."""
+    return [tuple(t.map) for t in _markdown().parse("\n".join(lines))  # type: ignore[misc]
+            if t.type == "fence" and t.map]
+
+
 def read_body(doc: Document, body_lines: list[str]) -> None:
-    """Fill doc.title, sections, blocks, history and the Input/Output schemas."""
+    """Fill doc.title, sections, blocks, history and the Input/Output schemas; report a
+    second front matter or chat text outside the fences."""
     tokens = _markdown().parse("\n".join(body_lines))
+    start = (doc.front_matter_span.end_line or 0) if doc.front_matter_span else 0
+    fences = [tuple(t.map) for t in tokens if t.type == "fence" and t.map]
+    blanked, notes = scan_body_lines(body_lines, start, fences)  # type: ignore[arg-type]
+    doc.diagnostics.extend(notes)
+    if blanked:   # rare: a second front matter was blanked, so read the body again
+        tokens = _markdown().parse("\n".join(body_lines))
     section: Section | None = None
     for index, token in enumerate(tokens):
         if token.type == "heading_open" and token.map:

@@ -1,8 +1,10 @@
 """Where the front matter is, and the ways documents in the wild get their outline wrong.
 
-Works on lines, before Markdown parsing, and hands the Markdown parser a body in which the
-front matter (and anything it must not read as Markdown) is blanked out, so that line
-numbers stay those of the file. Recognised mistakes, each with its own diagnostic:
+`split` works on lines, before Markdown parsing, and hands the Markdown parser a body in
+which the front matter is blanked out, so that line numbers stay those of the file. Where
+fences are is markdown-it's answer (body.fence_ranges), never a scanner of our own:
+`scan_body_lines` runs on the body with the fences markdown-it found. Recognised mistakes,
+each with its own diagnostic:
 
 - the whole document pasted inside a ```markdown fence (it is unwrapped and parsed);
 - front-matter keys with no `---` fences, possibly run together on one line;
@@ -20,7 +22,6 @@ from dataclasses import dataclass, field
 from maml.document.codes import diagnostic
 from maml.document.model import Diagnostic, SourceSpan
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _WRAPPER = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*(markdown|md|maml|maml\.md|yaml|yml|)\s*$",
                       re.IGNORECASE)
 _KEY_LINE = re.compile(r"^[A-Za-z_][\w-]*\s*:(\s|$)")
@@ -48,7 +49,9 @@ class Layout:
 
 
 def split(text: str, scan_body: bool = True) -> Layout:
-    """Find the front matter; with scan_body, also look for the body's outline mistakes."""
+    """Find the front matter (the body's own mistakes are found by `scan_body_lines`, with
+    the fences markdown-it found). `scan_body` is kept for callers; the body is not read
+    here."""
     lines = text.split("\n")
     layout = Layout(body=lines)
     _unwrap_fenced_document(layout)
@@ -57,13 +60,22 @@ def split(text: str, scan_body: bool = True) -> Layout:
         _take_front_matter(layout, first)
     else:
         _report_missing_front_matter(layout, first)
-    span = layout.front_matter_span
-    start = (span.end_line or 0) if span else 0
-    if not scan_body:
-        return layout
-    _blank_later_front_matter(layout, start)
-    _report_chat_text(layout, start)
     return layout
+
+
+def scan_body_lines(lines: list[str], start: int, fences: list[tuple[int, int]]) \
+        -> tuple[bool, list[Diagnostic]]:
+    """A second front matter (blanked in `lines`, so its closing `---` does not make a
+    setext heading) and chat-transcript text, outside the fences markdown-it found
+    (0-based [begin, end) line ranges). Returns (whether lines were blanked, diagnostics)."""
+    inside = bytearray(len(lines))
+    for begin, end in fences:
+        inside[begin:end] = b"\x01" * (min(end, len(lines)) - begin)
+    outside = [(i, lines[i]) for i in range(start, len(lines)) if not inside[i]]
+    diagnostics: list[Diagnostic] = []
+    blanked = _blank_later_front_matter(lines, outside, diagnostics)
+    _report_chat_text(outside, diagnostics)
+    return blanked, diagnostics
 
 
 def _first_nonblank(lines: list[str], start: int) -> int | None:
@@ -73,18 +85,21 @@ def _first_nonblank(lines: list[str], start: int) -> int | None:
 def _unwrap_fenced_document(layout: Layout) -> None:
     lines = layout.body
     first = _first_nonblank(lines, 0)
-    if first is None or not _WRAPPER.match(lines[first]):
+    wrapper = _WRAPPER.match(lines[first]) if first is not None else None
+    if wrapper is None:
         return
     inner = _first_nonblank(lines, first + 1)
     if inner is None or lines[inner].rstrip() != "---":
         return
-    wrapper = _WRAPPER.match(lines[first])
-    assert wrapper is not None
+    from maml.document.body import fence_ranges   # markdown-it: only for a wrapped document
+
+    ranges = fence_ranges(lines)
+    end = next((e for b, e in ranges if b == first), len(lines))
     marker, tag = wrapper.group(1), wrapper.group(2)
     last = max(i for i in range(len(lines)) if lines[i].strip())
-    closes_at = _closing_fence(lines, first + 1, marker)
     lines = list(lines)
     lines[first] = ""
+    closes_at = end - 1 if end - 1 > first and _is_closing(lines[end - 1], marker) else None
     if last > first and _is_closing(lines[last], marker):
         lines[last] = ""
     layout.body = lines
@@ -99,13 +114,8 @@ def _unwrap_fenced_document(layout: Layout) -> None:
 
 
 def _is_closing(line: str, marker: str) -> bool:
-    match = _FENCE.match(line)
-    return bool(match and match.group(1)[0] == marker[0] and len(match.group(1)) >= len(marker)
-                and not match.group(2).strip())
-
-
-def _closing_fence(lines: list[str], start: int, marker: str) -> int | None:
-    return next((i for i in range(start, len(lines)) if _is_closing(lines[i], marker)), None)
+    stripped = line.strip()
+    return bool(stripped) and set(stripped) == {marker[0]} and len(stripped) >= len(marker)
 
 
 def _take_front_matter(layout: Layout, first: int) -> None:
@@ -148,38 +158,24 @@ def _report_missing_front_matter(layout: Layout, first: int | None) -> None:
         SourceSpan(first + 1)))
 
 
-def _outside_fences(lines: list[str], start: int):
-    """Yield (index, line) of lines outside fenced code, from `start` on."""
-    marker: str | None = None
-    for i in range(start, len(lines)):
-        line = lines[i]
-        match = _FENCE.match(line)
-        if marker is None:
-            if match and not (match.group(1)[0] == "`" and "`" in match.group(2)):
-                marker = match.group(1)
-                continue
-            yield i, line
-        elif _is_closing(line, marker):
-            marker = None
-
-
-def _blank_later_front_matter(layout: Layout, start: int) -> None:
-    lines = layout.body
-    candidates = [i for i, line in _outside_fences(lines, start) if line.rstrip() == "---"]
-    taken_until = -1
+def _blank_later_front_matter(lines: list[str], outside: list[tuple[int, str]],
+                              diagnostics: list[Diagnostic]) -> bool:
+    candidates = [i for i, line in outside if line.rstrip() == "---"]
+    taken_until, blanked = -1, False
     for i in candidates:
         if i <= taken_until or (i > 0 and lines[i - 1].strip()):
             continue  # text right above '---' makes a setext heading, not front matter
         close = _front_matter_close(lines, i)
         if close is None:
             continue
-        layout.diagnostics.append(diagnostic(
+        diagnostics.append(diagnostic(
             "MAML-P118", f"a second front-matter block (lines {i + 1}-{close + 1}) after the "
             "document's own: two documents were pasted together? maml ignores it; delete it "
             "or split the file", SourceSpan(i + 1, 1, close + 1)))
         for j in range(i, close + 1):
             lines[j] = ""
-        taken_until = close
+        taken_until, blanked = close, True
+    return blanked
 
 
 def _front_matter_close(lines: list[str], open_at: int) -> int | None:
@@ -196,10 +192,10 @@ def _front_matter_close(lines: list[str], open_at: int) -> int | None:
     return None
 
 
-def _report_chat_text(layout: Layout, start: int) -> None:
-    for i, line in _outside_fences(layout.body, start):
+def _report_chat_text(outside: list[tuple[int, str]], diagnostics: list[Diagnostic]) -> None:
+    for i, line in outside:
         if line.strip() and _CHAT.search(line):
-            layout.diagnostics.append(diagnostic(
+            diagnostics.append(diagnostic(
                 "MAML-P119", f"line {i + 1} looks like text pasted from a chat transcript "
                 f"({line.strip()[:40]!r}); delete it, it is not part of the document",
                 SourceSpan(i + 1)))

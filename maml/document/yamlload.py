@@ -17,6 +17,7 @@ Three things the plain `yaml.safe_load` does not give:
 
 from __future__ import annotations
 
+import gc
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,22 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 class _SpanLoader(_Loader):  # type: ignore[misc, valid-type]
-    """SafeLoader whose mapping keys that YAML 1.1 reads as booleans stay strings."""
+    """SafeLoader whose mapping keys that YAML 1.1 reads as booleans stay strings, and whose
+    tag resolution is memoised (the composer asks for every scalar: `id`, `kind`... repeat
+    in every step)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._resolved: dict[tuple[str, Any], str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = self._resolved.get(key)
+        if tag is None:
+            tag = self._resolved[key] = super().resolve(kind, value, implicit)
+        return tag
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         for key_node, _ in node.value:
@@ -74,13 +90,19 @@ def load(text: str, first_line: int) -> LoadedYaml:
             result.diagnostics.append(problem)
             return result
         loader = _SpanLoader(text)
+        collecting = gc.isenabled()
+        gc.disable()   # the node tree is acyclic; collections while it grows cost ~half the load
         try:
             node = loader.get_single_node()
             if node is not None:
-                _walk(node, (), first_line, result)
-            result.data = loader.construct_document(node) if node is not None else None
+                walk = _Walk(loader, first_line, result)
+                result.data = walk.node(node, ())
+                if walk.unusual:   # merge keys, explicit tags: PyYAML's own constructor
+                    result.data = loader.construct_document(node)
         finally:
             loader.dispose()
+            if collecting:
+                gc.enable()
     except yaml.MarkedYAMLError as exc:
         result.diagnostics.append(_yaml_error(exc, first_line, text))
         return result
@@ -193,31 +215,73 @@ def _mark(event: Any, first_line: int) -> SourceSpan:
     return SourceSpan(first_line + mark.line, mark.column + 1) if mark else SourceSpan(first_line)
 
 
-def _walk(node: yaml.Node, path: tuple[Any, ...], first_line: int, out: LoadedYaml) -> None:
-    """Record the span of every key and list item below `node`; report duplicate keys."""
-    if len(path) > MAX_DEPTH:
-        raise _TooDeep(SourceSpan(first_line + node.start_mark.line, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
+class _Walk:
+    """One pass over the composed nodes: the span of every key and list item, duplicate
+    keys, surprising scalars, and the data itself for the plain cases (str, int, float,
+    bool, null, timestamp, maps, lists) — a second pass by PyYAML's constructor only for
+    documents with merge keys or explicit tags (`unusual`)."""
+
+    def __init__(self, loader: Any, first_line: int, out: LoadedYaml) -> None:
+        self.loader, self.first_line, self.out = loader, first_line, out
+        self.unusual = False
+
+    def span(self, node: yaml.Node) -> SourceSpan:
+        return SourceSpan(self.first_line + node.start_mark.line, node.start_mark.column + 1)
+
+    def node(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        if len(path) > MAX_DEPTH:
+            raise _TooDeep(self.span(node))
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                self.out.key_spans[path + (index,)] = self.span(item)
+                items.append(self.node(item, path + (index,)))
+            return items
+        if not node.style and _surprising(node):
+            self.out.literals[path] = node.value
+        return self.scalar(node)
+
+    def mapping(self, node: yaml.MappingNode, path: tuple[Any, ...]) -> dict[Any, Any]:
+        data: dict[Any, Any] = {}
         seen: set[Any] = set()
         for key_node, value_node in node.value:
             key = _key_of(key_node)
-            if key == "<<":
+            if key == "<<" or not isinstance(key_node, yaml.ScalarNode):
+                self.unusual = True
                 continue
-            span = SourceSpan(first_line + key_node.start_mark.line, key_node.start_mark.column + 1)
+            span = self.span(key_node)
             if key in seen:
-                out.diagnostics.append(diagnostic(
+                self.out.diagnostics.append(diagnostic(
                     "MAML-P117", f"key {'.'.join(map(str, path + (key,)))!r} appears twice in "
                     "the front matter; YAML keeps only the last: delete one", span))
             seen.add(key)
-            out.key_spans[path + (key,)] = span
-            _walk(value_node, path + (key,), first_line, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            mark = item.start_mark
-            out.key_spans[path + (index,)] = SourceSpan(first_line + mark.line, mark.column + 1)
-            _walk(item, path + (index,), first_line, out)
-    elif isinstance(node, yaml.ScalarNode) and not node.style and _surprising(node):
-        out.literals[path] = node.value
+            self.out.key_spans[path + (key,)] = span
+            value = self.node(value_node, path + (key,))
+            data[key_node.value if key_node.tag == _BOOL_TAG else self.scalar(key_node)] = value
+        if node.tag != _MAP_TAG:
+            self.unusual = True
+        return data
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        construct = _SCALARS.get(node.tag)
+        if construct is None:
+            self.unusual = True
+            return node.value
+        return construct(self.loader, node) if callable(construct) else node.value
+
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+#: tag -> how to build the value (True: the text itself)
+_SCALARS: dict[str, Any] = {
+    "tag:yaml.org,2002:str": True,
+    "tag:yaml.org,2002:null": lambda loader, node: None,
+    _BOOL_TAG: lambda loader, node: loader.construct_yaml_bool(node),
+    _INT_TAG: lambda loader, node: loader.construct_yaml_int(node),
+    _FLOAT_TAG: lambda loader, node: loader.construct_yaml_float(node),
+    "tag:yaml.org,2002:timestamp": lambda loader, node: loader.construct_yaml_timestamp(node),
+}
 
 
 class _TooDeep(Exception):

@@ -290,7 +290,7 @@ class Recorder(Observer):
         with self._lock:
             self._add("device_decision", [["decided", self._step(run_id, step)]], run=run_id,
                       step=step.id, decision=decision, device=device, reasons=dict(reasons),
-                      waits=retry_at is not None, t=self._now())
+                      t=self._now())
 
     def on_run_finished(self, *, run_id: str, status: str, errors: int, recoveries: int,
                         duration: float, **_: Any) -> None:

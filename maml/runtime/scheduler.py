@@ -322,6 +322,8 @@ class Scheduler:
                                  self.devices.admit(planned, step.state.device, self.breaker,
                                                     load))
         except NoDevice as exc:
+            if self._wait_for_cooldown(step, exc.verdict):
+                return
             error = synthetic_error("device_unavailable", exc.verdict.message(),
                                     devices=exc.verdict.reasons)
             if not first:
@@ -330,6 +332,20 @@ class Scheduler:
             return self._exhausted(step, error, False, "no allowed device can take it")
         step.status = "ready"
         self.queues[step.state.device].append(planned.id)
+
+    def _wait_for_cooldown(self, step: StepRun, verdict: Any) -> bool:
+        """A step whose `device_unavailable` chain says `retry` waits for the earliest open
+        breaker of its devices to let a trial through, rather than failing now (11.3)."""
+        if verdict.retry_at is None or "retry" not in step.planned.policy.chain(
+                "device_unavailable"):
+            return False
+        self.events.emit("on_device_decision", run_id=self.run_id, step=step.info,
+                         decision="wait", device=None, reasons=verdict.reasons,
+                         retry_at=verdict.retry_at)
+        step.status, step.not_before = "waiting", verdict.retry_at
+        self._seq += 1
+        heapq.heappush(self.delayed, (step.not_before, self._seq, step.planned.id))
+        return True
 
     def _load(self) -> dict[str, int]:
         """Attempts running or queued per device (placement spreads over GPUs by it)."""

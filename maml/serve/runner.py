@@ -1,7 +1,8 @@
 """Runner: accepted runs, first in first out, at most `concurrency` at once.
 
 Each run is handed to `execute(request, token)` on one of the runner's threads; that
-function is the service's one seam to the runtime. `cancel()` takes a queued run off the
+function is the service's one seam to the runtime, and `Lanes` gives each thread its own
+warm executor backend. `cancel()` takes a queued run off the
 queue at once; a running run is stopped through its `CancelToken`, which interrupts the run's
 scheduler (the attempts in flight are cancelled, their process trees killed).
 """
@@ -111,3 +112,38 @@ class Runner:
             finally:
                 with self._cond:
                     self._running.pop(request.run_id, None)
+
+
+class Lanes:
+    """One warm executor backend per runner thread, made on the thread's first run and kept
+    for the next ones (its workers keep their loaded models); one backend never serves two
+    runs at once, since a thread runs one run at a time."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def current(self) -> Any:
+        backend = getattr(self._local, "backend", None)
+        if backend is None:
+            backend = self._local.backend = self._factory()
+            with self._lock:
+                self._all.append(backend)
+        return backend
+
+    def drop(self) -> None:
+        """Close this thread's backend (after a run that broke); the next run makes one."""
+        backend = getattr(self._local, "backend", None)
+        if backend is not None:
+            self._local.backend = None
+            with self._lock:
+                self._all.remove(backend)
+            backend.close()
+
+    def close(self) -> None:
+        with self._lock:
+            backends, self._all = self._all, []
+        for backend in backends:
+            backend.close()

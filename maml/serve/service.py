@@ -12,7 +12,6 @@ HTTP layer maps them to status codes and MCP to tool errors, both with maml's co
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import threading
@@ -21,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from maml.errors import DocumentError, MamlError, UsageError
-from maml.serve import views
+from maml.serve import intake, views
 from maml.serve.hub import EventHub
 from maml.serve.records import Records, RunRequest, next_seq
-from maml.serve.runner import CancelToken, Runner
+from maml.serve.runner import CancelToken, Lanes, Runner
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,7 @@ class Service:
         self._seq = 0
         self._devices: Any = None
         self._graph_cache: tuple[Any, Any] | None = None
-        self._lane = threading.local()          # per runner thread: its warm backend
-        self._backends: list[Any] = []
+        self.lanes = Lanes(self._new_backend)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -86,8 +84,7 @@ class Service:
 
     def close(self) -> None:
         self.runner.stop()
-        for backend in list(self._backends):
-            backend.close()
+        self.lanes.close()
         if self.recorder is not None:
             self.recorder.close()
         if self._devices is not None:
@@ -106,7 +103,8 @@ class Service:
         if idempotency_key is not None and idempotency_key in self._by_key:
             return self._by_key[idempotency_key]
         text, where = self._source(document, path)
-        doc = self._checked(text, where, params or {}, list(inject or ()), require_signed)
+        doc = intake.checked(text, where, list(inject or ()), require_signed)
+        dag = intake.dag(doc, params or {}, self._device_classes())
         with self._lock:
             if idempotency_key is not None and idempotency_key in self._by_key:
                 return self._by_key[idempotency_key]
@@ -120,52 +118,12 @@ class Service:
             self._requests[request.run_id] = request
             if idempotency_key is not None:
                 self._by_key[idempotency_key] = request.run_id
-        self.hub.publish(request.run_id, "run_queued", document=doc.path,
-                         steps=self._dag(doc, params or {}))
+        self.hub.publish(request.run_id, "run_queued", document=doc.path, steps=dag)
         self.runner.put(request)
         return request.run_id
 
     def _source(self, document: str | None, path: str | None) -> tuple[str, str]:
-        if (document is None) == (path is None):
-            raise UsageError("give exactly one of `document` (the text) and `path`")
-        if document is not None:
-            return document, self.records.store_document(document)
-        resolved = Path(path).resolve()   # type: ignore[arg-type]
-        if not any(resolved.is_relative_to(root) for root in self.roots):
-            raise UsageError(f"{path}: outside the directories this server may read "
-                             f"({', '.join(map(str, self.roots))}; see `maml serve --root`)")
-        try:
-            return resolved.read_text(encoding="utf-8"), str(resolved)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: cannot be read: {exc}") from None
-
-    def _checked(self, text: str, where: str, params: dict[str, Any], inject: list[str],
-                 require_signed: bool) -> Any:
-        """The parsed document, or DocumentError / UsageError before anything is accepted."""
-        import maml
-        from maml.runtime.inject import build_fault_plan
-
-        doc = maml.parse(text, path=where)
-        errors = [d for d in maml.validate(doc) if d.severity == "error"]
-        if errors:
-            first = errors[0]
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise DocumentError(f"{first.message} [{first.code}]{more}", diagnostics=errors,
-                                path=where, line=first.line)
-        try:
-            build_fault_plan(inject, None)
-        except ValueError as exc:
-            raise UsageError(f"inject: {exc}") from None
-        if require_signed and "require_signed" not in _run_options():
-            raise UsageError("require_signed: this maml cannot check document signatures")
-        return doc
-
-    def _dag(self, doc: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-        from maml.runtime.plan import build_plan
-
-        plan = build_plan(doc, overrides=params, device_classes=self._device_classes())
-        return [{"id": s.id, "kind": s.kind, "needs": list(s.needs),
-                 "devices": list(s.devices), "line": s.line} for s in plan.steps.values()]
+        return intake.source(document, path, self.roots, self.records.store_document)
 
     def _device_classes(self) -> set[str]:
         return {d.kind for d in self.inventory.devices} if self.inventory else {"cpu"}
@@ -177,20 +135,22 @@ class Service:
         import maml
 
         started = time.time()
-        options = {"require_signed": True} if request.require_signed else {}
+        from maml.graph import settings
+
         try:
             doc = maml.parse(request.document, path=request.path)
-            result = maml.run(doc, graph=False, observers=[self.recorder, self.hub],
-                              resume=request.run_id, state_dir=self.state_dir,
-                              params=request.params, inject=request.inject,
-                              input=request.input, principal=request.principal,
-                              inventory=self.inventory, backend=self._lane_backend(),
-                              on_scheduler=token.attach, **options)
+            with settings.overrides(require_signed=request.require_signed):
+                result = maml.run(doc, graph=False, observers=[self.recorder, self.hub],
+                                  resume=request.run_id, state_dir=self.state_dir,
+                                  params=request.params, inject=request.inject,
+                                  input=request.input, principal=request.principal,
+                                  inventory=self.inventory, backend=self.lanes.current(),
+                                  on_scheduler=token.attach)
         except MamlError as exc:
             self._end_unrecorded(request, "failed", started, exc.format(), code=exc.code)
         except Exception as exc:
             log.exception("run %s", request.run_id)
-            self._drop_lane_backend()       # it may hold attempts of the broken run
+            self.lanes.drop()               # it may hold attempts of the broken run
             self._end_unrecorded(request, "failed", started, f"internal error: "
                                  f"{type(exc).__name__}: {exc}", code="MAML-E000")
         else:
@@ -204,28 +164,13 @@ class Service:
                 result.problems.append("cancelled by request")
             self._finish(request.run_id, payload, started, result.problems, result.output)
 
-    def _lane_backend(self) -> Any:
-        """This runner thread's LocalBackend: its workers stay up (models loaded) between
-        the runs of the thread; one backend never serves two runs at once."""
-        backend = getattr(self._lane, "backend", None)
-        if backend is None:
-            from maml.runtime.api import default_workers
-            from maml.runtime.devices.book import DeviceBook
-            from maml.runtime.executors.local import LocalBackend
+    def _new_backend(self) -> Any:
+        from maml.runtime.api import default_workers
+        from maml.runtime.devices.book import DeviceBook
+        from maml.runtime.executors.local import LocalBackend
 
-            slots = DeviceBook(self.inventory).slots(self.workers or default_workers())
-            backend = self._lane.backend = LocalBackend(slots, prestart=1)
-            with self._lock:
-                self._backends.append(backend)
-        return backend
-
-    def _drop_lane_backend(self) -> None:
-        backend = getattr(self._lane, "backend", None)
-        if backend is not None:
-            self._lane.backend = None
-            backend.close()
-            with self._lock:
-                self._backends.remove(backend)
+        slots = DeviceBook(self.inventory).slots(self.workers or default_workers())
+        return LocalBackend(slots, prestart=1)
 
     def _end_unrecorded(self, request: RunRequest, status: str, started: float, problem: str,
                         code: str | None = None) -> None:
@@ -350,8 +295,3 @@ class Service:
 
         return verify_path(self.recorder.path).to_dict()
 
-
-def _run_options() -> set[str]:
-    from maml.runtime.api import run_document
-
-    return set(inspect.signature(run_document).parameters)

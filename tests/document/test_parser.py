@@ -224,3 +224,16 @@ def test_mutated_documents_never_raise(text, mutations):
         position %= len(text) + 1
         text = text[:position] + insert + text[position + cut:]
     _assert_only_diagnostics(parse(text, path="fuzz.maml.md"))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=8).filter(lambda k: k.lower() not in (
+    "y", "n", "yes", "no", "on", "off", "true", "false")), JSONISH, max_size=6))
+def test_the_fast_constructor_builds_what_pyyaml_builds(value):
+    from maml.document.yamlload import load
+
+    plain = "when: 2025-01-02T03:04:05Z\nsexa: 1:30\nhex: 0x1F\nnone: ~\n" + \
+        (yaml.safe_dump(value, allow_unicode=True) if value else "")
+    for text in (plain, "merged:\n  <<: {a: 1}\n  b: 2\n" + plain):   # fast path, PyYAML's
+        loaded = load(text, 1)
+        assert loaded.ok and loaded.data == yaml.safe_load(text)

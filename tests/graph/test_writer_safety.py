@@ -53,6 +53,13 @@ def test_a_read_only_graph_directory_is_refused_before_the_run(tmp_path, key):
         Recorder(tmp_path / "graph", key=key)
 
 
+def test_a_graph_on_a_read_only_file_system_is_refused_before_the_run(key):
+    # /proc cannot be written, even by root: a real read-only place on any Linux machine
+    with pytest.raises(GraphError, match="cannot be written") as caught:
+        Recorder("/proc/maml-graph-test/graph", key=key)
+    assert caught.value.path == "/proc/maml-graph-test/graph/log.jsonl"
+
+
 DELETES_ITS_GRAPH = """---
 maml_version: "1.0"
 permissions: {{execute: true}}

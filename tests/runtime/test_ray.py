@@ -45,8 +45,9 @@ def cluster(tmp_path_factory):
     root = Path(tmp_path_factory.mktemp("ray", numbered=True))
     temp = Path("/tmp") / f"mr{os.getpid()}"          # unix socket paths must stay short
     (temp / "ray").mkdir(parents=True, exist_ok=True)
-    old = os.environ.get("RAY_TMPDIR")
+    old, here = os.environ.get("RAY_TMPDIR"), os.getcwd()
     os.environ["RAY_TMPDIR"] = str(temp)
+    os.chdir(root)                        # Ray's processes start here, never in the checkout
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False, "temp_dir": str(temp / "ray")})
     nodes = [cluster.add_node(num_cpus=1, resources={GPU: 1}) for _ in range(2)]
@@ -57,6 +58,7 @@ def cluster(tmp_path_factory):
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+    os.chdir(here)
     if old is None:
         os.environ.pop("RAY_TMPDIR", None)
 

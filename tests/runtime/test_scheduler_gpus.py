@@ -59,3 +59,36 @@ def test_gpu_steps_run_on_one_slot_per_gpu_beside_the_cpu_slots(runner):
     result = runner.run(doc, inventory=_two_gpus(), workers=1)
     assert {k: s.output for k, s in result.steps.items()} == {
         "g0": "cuda:0", "g1": "cuda:1", "c": "cpu"}
+
+
+def _one_gpu():
+    return discover(provider=FakeNVML([FakeGPU(uuid="GPU-a")]))
+
+
+def _pinned(runner, chain):
+    return runner.write_doc({
+        "policy": {"breaker": {"failures": 1, "cooldown": "0.3s"}, "backoff": {"initial": 0},
+                   "on": {"oom": ["retry"], **chain}},
+        "pipeline": [{"id": "s", "block": "s", "device": "cuda:0"}]}, {"s": DEVICE_BODY})
+
+
+def test_a_step_pinned_to_a_gpu_whose_breaker_opened_fails_naming_the_device(runner, events):
+    result = runner.run(_pinned(runner, {}), inject=["s:oom@1"], inventory=_one_gpu(),
+                        observers=[events])
+    step = result.steps["s"]
+    assert step.status == "failed" and step.attempts == 1       # never moved to the CPU
+    assert step.error.error_class == "device_unavailable"
+    assert "cuda:0: breaker open after 1 failure in a row" in step.error.message
+    decisions = events.of("on_device_decision")
+    assert [d["decision"] for d in decisions] == ["unavailable"]
+    assert set(decisions[0]["reasons"]) == {"cuda:0"}
+
+
+def test_a_policy_that_retries_device_unavailable_waits_for_the_breaker_cooldown(runner,
+                                                                                 events):
+    result = runner.run(_pinned(runner, {"device_unavailable": ["retry"]}), inject=["s:oom@1"],
+                        inventory=_one_gpu(), observers=[events])
+    step = result.steps["s"]
+    assert step.status == "succeeded" and step.attempts == 2 and step.output == "cuda:0"
+    assert [d["decision"] for d in events.of("on_device_decision")] == ["unavailable", "wait"]
+    assert [p["device"].id for p in events.of("on_attempt_started")] == ["cuda:0", "cuda:0"]

@@ -7,7 +7,7 @@ import threading
 
 from maml.serve.hub import EventHub
 from maml.serve.records import RunRequest
-from maml.serve.runner import CancelToken, Runner
+from maml.serve.runner import CancelToken, Lanes, Runner
 
 
 def request(n: int) -> RunRequest:
@@ -88,3 +88,26 @@ def test_the_live_view_folds_failure_recovery_and_success():
     replayed.publish("r1", "step_progress", step="a", done=1, total=2, unit="it")
     assert [e["type"] for e in logged] == ["run_queued"]        # progress is live only
     assert EventHub().restore("r1", logged).steps == replayed.views["r1"].steps
+
+
+def test_each_runner_thread_keeps_its_own_backend_until_dropped():
+    made = []
+
+    class Backend:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    lanes = Lanes(lambda: made.append(Backend()) or made[-1])
+    first = lanes.current()
+    assert lanes.current() is first                  # warm across runs of one thread
+    other = []
+    thread = threading.Thread(target=lambda: other.append(lanes.current()))
+    thread.start()
+    thread.join()
+    assert other[0] is not first                     # another thread, another backend
+    lanes.drop()
+    assert first.closed and lanes.current() is not first
+    lanes.close()
+    assert all(backend.closed for backend in made) and len(made) == 3

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from conftest import doc
+from conftest import ROOT, doc
 
 CHAIN = doc("""
 - {id: first, block: first}
@@ -106,6 +106,10 @@ def test_caller_mistakes_are_4xx_with_maml_codes(server):
     assert inject.status_code == 400
     typed = server.client.post("/api/v1/runs", json={"document": CHAIN, "params": [1]})
     assert typed.status_code == 422 and typed.json()["error"]["code"] == "MAML-E002"
+    unsigned = server.client.post("/api/v1/runs", json={
+        "path": str(ROOT / "documents" / "fanout.maml.md"), "require_signed": True})
+    assert unsigned.status_code == 403 and unsigned.json()["error"]["code"] == "MAML-E300"
+    assert "fanout.maml.md" in unsigned.json()["error"]["message"]
 
 
 def test_a_document_over_the_size_limit_is_refused_unread(server):
@@ -156,8 +160,8 @@ def test_cancel_stops_a_running_run_and_leaves_an_ended_one_alone(server):
 
     run_id = server.submit(SLOW)
     deadline = time.monotonic() + 60
-    while server.client.get(f"/api/v1/runs/{run_id}").json()["steps"].get(
-            "slow", {}).get("status") != "running":
+    while not server.client.get(f"/api/v1/runs/{run_id}").json()["steps"].get(
+            "slow", {}).get("history"):          # its first attempt is on a worker
         assert time.monotonic() < deadline
         time.sleep(0.05)
     answer = server.client.post(f"/api/v1/runs/{run_id}/cancel").json()

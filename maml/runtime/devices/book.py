@@ -153,6 +153,9 @@ class DeviceBook:
 
     def unavailable(self, step: PlannedStep, breaker: CircuitBreaker) -> Unavailable:
         reasons = self._reasons(step, breaker)
+        for device in self.allowed(step):      # nothing was chosen: its trial is taken
+            if device not in reasons and breaker.state(device) == "half_open":
+                reasons[device] = "breaker half-open: its one trial attempt is out"
         for preference in step.devices:
             if preference == "cuda" and not self.gpu_ids():
                 reasons.setdefault("cuda", self._no_gpu())
@@ -190,7 +193,8 @@ class DeviceBook:
         reasons: dict[str, str] = {}
         for device in self.allowed(step):
             if breaker.state(device) == "open":
-                reasons[device] = (f"breaker open after {breaker.failures} failures in a row "
+                failures = f"{breaker.failures} failure" + ("s" if breaker.failures != 1 else "")
+                reasons[device] = (f"breaker open after {failures} in a row "
                                    f"(cooldown {breaker.cooldown:g} s)")
             elif health.get(device) == "critical":
                 reasons[device] = "critical health" + self._why_critical(device)
