@@ -98,6 +98,10 @@ def command(file: str | None, as_json: bool, inject: tuple[str, ...], resume: st
                           state_dir=state_dir, executor=executor, address=address)
     for problem in result.problems:
         click.echo(f"maml: {problem}", err=True)
+    for sid, step in result.steps.items() if debug else ():
+        if step.error is not None and step.error.traceback:   # --debug: the whole story
+            click.echo(f"maml: step {sid!r}, attempt {step.attempts}:\n"
+                       f"{step.error.traceback.rstrip()}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), default=str))
     else:

@@ -30,7 +30,11 @@ class StepResult:
         if self.error is not None and self.status not in ("succeeded", "cached"):
             data["error"] = {"class": self.error.error_class,
                              "type": self.error.exception_type,
-                             "message": self.error.message}
+                             "message": self.error.message,
+                             # where in the document (path, line, "block load"/"run()")
+                             "location": (self.error.context or {}).get("location"),
+                             # formatted, document line numbers, maml's own frames left out
+                             "traceback": self.error.traceback}
         if self.reason and self.status != "succeeded":
             data["reason"] = self.reason
         return data

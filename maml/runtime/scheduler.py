@@ -525,8 +525,10 @@ class Scheduler:
 
 
 def _last_error(error: ErrorInfo) -> str:
-    last_line = (error.message.strip().splitlines() or [""])[-1]
-    return f"{error.error_class}: {last_line}"
+    """`KeyError: 'records' at doc.maml.md:13 (block load) [user_error]`."""
+    from maml.runtime.classify import headline
+
+    return f"{headline(error)} [{error.error_class}]"
 
 
 def _beat_interval(policy: Any) -> float:

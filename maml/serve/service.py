@@ -239,21 +239,19 @@ class Service:
                 "was": where or self.run(run_id)["status"]}
 
     def logs(self, run_id: str, step: str, attempt: int | None = None) -> list[dict[str, Any]]:
-        """A step's per-attempt logs: [{"attempt", "text"}], oldest first."""
-        from maml.runtime.checkpoint import safe_name
+        """A step's per-attempt logs (what the worker wrote: stdout, stderr, ctx.log):
+        [{"attempt", "text"}], oldest first."""
+        from maml.commands.logs import attempt_logs   # the one reader of the logs dir
 
         self.request(run_id)
-        log_dir = self.state_dir / "runs" / run_id / "logs"
-        found = []
-        for path in sorted(log_dir.glob(f"{safe_name(step)}.*.log")):
-            number = path.name[len(safe_name(step)) + 1:-len(".log")]
-            if number.isdigit() and (attempt is None or int(number) == attempt):
-                found.append({"attempt": int(number),
-                              "text": path.read_text(encoding="utf-8", errors="replace")})
+        found = [{"attempt": entry.attempt,
+                  "text": entry.path.read_text(encoding="utf-8", errors="replace")}
+                 for entry in attempt_logs(self.state_dir / "runs" / run_id, step)
+                 if attempt is None or entry.attempt == attempt]
         view = self.hub.views.get(run_id)
         if not found and (view is None or step not in view.steps):
             raise NotFound(f"run {run_id} has no step {step!r}")
-        return sorted(found, key=lambda entry: entry["attempt"])
+        return found
 
     # -- documents, devices, the graph ----------------------------------------------------
 

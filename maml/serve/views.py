@@ -3,7 +3,8 @@
 A run that has ended shows its final record; one that has not is built from its live view
 (maml.serve.hub.RunView) and the outputs its store has committed so far. Statuses: a run is
 queued or running until it ends as succeeded, failed, partial, interrupted or cancelled; a
-step is pending or running until it ends as in DESIGN §9.
+step is pending, waiting (ready, no worker yet), running, failed (its last attempt failed)
+or recovered (a recovery was applied, the next attempt is due) until it ends as in §9.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from maml.serve.hub import RunView
 from maml.serve.records import RunRequest
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "partial", "interrupted", "cancelled"})
-STEP_ENDS = frozenset({"succeeded", "failed", "skipped", "cached", "cancelled"})
 
 
 def live_status(view: RunView | None) -> str:
@@ -32,7 +32,7 @@ def live_result(run_id: str, view: RunView | None, store: Any,
         if step["status"] in ("succeeded", "cached"):
             committed = store.committed(step_id)
             output = committed["output"] if committed else None
-        status = step["status"] if step["status"] in STEP_ENDS | {"pending"} else "running"
+        status = step["status"]
         steps[step_id] = {"status": status, "attempts": step["attempts"],
                           "device": step["device"], "params": step["params"],
                           "output": output, "error": step["error"]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -99,14 +98,18 @@ def test_non_utf8_names_offset_and_line():
     assert "\ufffd" in doc.source
 
 
-def test_alias_bomb_is_refused_quickly():
+def test_alias_bomb_is_refused_before_any_node_is_built(monkeypatch):
+    from maml.document import yamlload
+
+    class NoComposer:
+        def __init__(self, *args):
+            raise AssertionError("the alias bomb reached the composer")
+    monkeypatch.setattr(yamlload, "_SpanLoader", NoComposer)
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi"):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
-    start = time.perf_counter()
     doc = parse("---\n" + "\n".join(lines) + "\n---\n")
     diagnostics = validate(doc)
-    assert time.perf_counter() - start < 2
     assert "MAML-P115" in {d.code for d in diagnostics}
     assert doc.front_matter == {}
 
@@ -117,17 +120,20 @@ def test_deep_nesting_does_not_crash_libyaml():
     assert [d.code for d in doc.diagnostics if d.severity == "error"] == ["MAML-P115"]
 
 
-def test_fifty_megabyte_document_is_bounded(tmp_path):
+def test_fifty_megabyte_document_is_bounded(tmp_path, monkeypatch):
+    from maml.document import body
+
+    def no_body(*args):
+        raise AssertionError("the body of a 50 MB document was parsed")
+    monkeypatch.setattr(body, "read_body", no_body)
     path = tmp_path / "big.maml.md"
     chunk = "## Context\nSome text with `code` and more words.\n\n```python\nprint(1)\n```\n\n"
     with open(path, "w") as handle:
         handle.write('---\nmaml_version: "1.0"\nid: big\n---\n')
         handle.write(chunk * (50_000_000 // len(chunk)))
-    start = time.perf_counter()
     from maml.document.parser import parse_file
     doc = parse_file(path)
     diagnostics = validate(doc)
-    assert time.perf_counter() - start < 30
     assert "MAML-P106" in {d.code for d in diagnostics if d.severity == "error"}
     assert doc.meta["id"] == "big" and doc.blocks == []
 

@@ -38,3 +38,34 @@ def test_bad_values_say_what_is_allowed(flag, declared, words):
     with pytest.raises(UsageError) as caught:
         choose_executor(flag, declared=declared, env={})
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("make, outcome, error_class", [
+    (lambda r: r.OutOfMemoryError("Task was killed due to the node running low on memory."),
+     "failed", "oom"),
+    (lambda r: r.ActorDiedError(), "lost", "worker_lost"),
+    (lambda r: r.NodeDiedError("node 3f2a died"), "lost", "worker_lost"),
+    (lambda r: r.ObjectLostError("0" * 56, "owner", "call"), "failed", "transient"),
+    (lambda r: r.ActorUnavailableError("unavailable", None), "failed", "transient"),
+    (lambda r: r.GetTimeoutError("timed out"), "failed", "device_unavailable"),
+    (lambda r: ConnectionError("GCS unreachable"), "failed", "device_unavailable"),
+])
+def test_failures_ray_adds_are_classified(make, outcome, error_class):
+    ray_exceptions = pytest.importorskip("ray.exceptions")
+    from maml.runtime.executors._ray_actor import ray_failure
+
+    got = ray_failure(make(ray_exceptions))
+    assert got[:2] == (outcome, error_class)
+    assert got[3]["ray_error"]
+
+
+def test_an_actor_the_memory_monitor_killed_is_oom_not_worker_lost():
+    ray_exceptions = pytest.importorskip("ray.exceptions")
+    from maml.runtime.executors._ray_actor import ray_failure
+
+    class Died(ray_exceptions.ActorDiedError):
+        def __str__(self) -> str:
+            return ("The actor is dead because its worker process has died. Task was killed "
+                    "due to the node running low on memory.")
+
+    assert ray_failure(Died())[:2] == ("failed", "oom")

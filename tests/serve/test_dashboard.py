@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed 
                                 "install chromium); Playwright must not download one")
 
 TRAIN = doc("- {id: train, block: train, params: {batch_size: 64}}",
-            {"train": "def run(inputs, params, ctx):\n    return {'batch': params['batch_size']}"},
+            {"train": "def run(inputs, params, ctx):\n    print('training with', params['batch_size'])"
+                      "\n    return {'batch': params['batch_size']}"},
             policy="policy:\n  retries: 3\n  backoff: {initial: 0.01s, max: 0.05s}\n"
                    "  on: {oom: [halve_batch]}\n")
 
@@ -63,7 +64,7 @@ def test_a_run_recovers_from_oom_live_and_the_graph_and_gpu_views_render(server,
     assert "failed → recovered → running → succeeded" in page.inner_text("#trail")
     first = page.locator("#attempts tr[data-attempt='1']").inner_text()
     assert "oom" in first and "halve_batch" in first and "cpu" in first
-    page.wait_for_selector("#logs pre, #logs p")
+    page.wait_for_selector("#logs pre:has-text('training with 32')")
     page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
 
     page.click("[data-nav=graph]")

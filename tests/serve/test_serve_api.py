@@ -134,8 +134,8 @@ def test_validate_logs_devices_and_graph_queries(server):
         "def run(inputs, params, ctx):\n    print('hello from the step')\n    return 1")}))
     server.wait(run_id)
     logs = server.client.get(f"/api/v1/runs/{run_id}/steps/talk/logs").json()
-    if logs["attempts"]:      # per-attempt logs exist once the worker writes them
-        assert "hello from the step" in logs["attempts"][0]["text"]
+    assert [a["attempt"] for a in logs["attempts"]] == [1]
+    assert "hello from the step" in logs["attempts"][0]["text"]
     assert server.client.get(f"/api/v1/runs/{run_id}/steps/nope/logs").status_code == 404
     devices = server.client.get("/api/v1/devices").json()
     gpus = [d for d in devices["devices"] if d["kind"] == "cuda"]

@@ -27,6 +27,8 @@ from typing import Any
 
 #: messages after which an attempt's stream ends
 _FINAL = ("result", "error")
+#: how Ray's memory monitor words the death of a worker it killed (ActorDiedError's text)
+_MEMORY_MONITOR_WORDS = ("memory monitor", "running low on memory")
 #: seconds a batch of messages may wait for more before it is yielded (well under any
 #: heartbeat interval, so the watchdog never starves)
 BATCH_WINDOW = 0.02
@@ -140,7 +142,8 @@ def ray_failure(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
     text = str(exc).strip().splitlines()
     first = next((line for line in text if line.strip()), type(exc).__name__)
     facts: dict[str, Any] = {"ray_error": type(exc).__name__}
-    if isinstance(exc, rex.OutOfMemoryError) or "memory monitor" in str(exc):
+    if isinstance(exc, rex.OutOfMemoryError) or any(
+            words in str(exc) for words in _MEMORY_MONITOR_WORDS):    # an actor it killed
         return "failed", "oom", f"Ray's memory monitor killed the worker: {first}", facts
     if isinstance(exc, (rex.ObjectLostError, rex.ObjectFetchTimedOutError)):
         return "failed", "transient", f"Ray lost an object of the attempt: {first}", facts

@@ -181,7 +181,7 @@ function renderStep(where, state) {
     h("td", {}, a.attempt), h("td", {class: "mono"}, a.device || "–"), h("td", {}, badge(a.status)),
     h("td", {class: "mono"}, a.error ? a.error.class : ""),
     h("td", {}, a.error ? `${a.error.type}: ${a.error.message}` : ""),
-    h("td", {class: "mono"}, a.recovery ? `${a.recovery.action} ${JSON.stringify(a.recovery.changes)}` : "")));
+    h("td", {class: "mono"}, a.recovery ? recoveryText(a.recovery) : "")));
   const key = `${id}:${step.status}:${step.attempts}`;
   const logs = state.logs && state.logs.key === key ? state.logs.node
     : h("div", {id: "logs"}, h("p", {class: "muted"}, "loading logs…"));
@@ -198,4 +198,10 @@ function renderStep(where, state) {
       h("p", {class: "muted"}, `attempt ${a.attempt}`), h("pre", {}, a.text || "(empty)")))
       : [h("p", {class: "muted"}, "no log lines")]));
   }).catch((error) => showError(logs, error));
+}
+
+function recoveryText(recovery) {
+  const changes = Object.entries(recovery.changes || {})
+    .map(([key, value]) => Array.isArray(value) && value.length === 2 ? `${key} ${value[0]} → ${value[1]}` : `${key}: ${JSON.stringify(value)}`);
+  return changes.length ? `${recovery.action} (${changes.join(", ")})` : recovery.action;
 }
