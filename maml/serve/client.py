@@ -111,3 +111,25 @@ def _error(answer: Any) -> MamlError:
     exc = cls(str(error.get("message", "")).removesuffix(f" [{code}]"))
     exc.code = code
     return exc
+
+
+def echo_runs(server: str | None, as_json: bool = False, status: str | None = None) -> None:
+    """`maml runs --server URL`: the server's runs, newest first (one JSON object with
+    --json: {"server", "runs": [...]})."""
+    import datetime as _dt
+
+    import click
+
+    client = Client(server)
+    try:
+        rows = client.runs(status=status)
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json.dumps({"server": client.base, "runs": rows}, indent=1))
+        return
+    for row in rows:
+        when = _dt.datetime.fromtimestamp(row["submitted_at"]).isoformat(timespec="seconds")
+        click.echo(f"{row['run_id']}  {when}  {row['status']:<11} {row['steps_done']}/"
+                   f"{row['steps']} steps  {row['errors']} failures  {row['recoveries']} "
+                   f"recoveries  {row['document']}")

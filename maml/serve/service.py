@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maml.errors import DocumentError, MamlError, UsageError
+from maml.errors import MamlError, UsageError
 from maml.serve import intake, views
 from maml.serve.hub import EventHub
 from maml.serve.records import Records, RunRequest, next_seq

@@ -60,6 +60,53 @@ def test_a_graph_on_a_read_only_file_system_is_refused_before_the_run(key):
     assert caught.value.path == "/proc/maml-graph-test/graph/log.jsonl"
 
 
+FULL_DISK = """
+import os, sys
+from maml.errors import GraphError
+from maml.graph import keys
+from maml.graph.record import Recorder
+key = keys.create_key()
+graph = os.path.join(sys.argv[1], "graph")
+recorder = Recorder(graph, key=key)                     # room enough: the run may start
+with open(os.path.join(sys.argv[1], "fill"), "wb") as fill:   # then the disk fills up
+    try:
+        while True:
+            fill.write(b"x" * 65536)
+            fill.flush()
+    except OSError:
+        pass
+recorder.writer.add({"type": "note", "links": [], "text": "x" * 100_000})
+try:
+    recorder.writer.commit()
+except GraphError as exc:
+    print("MID-RUN", exc.format())
+try:
+    Recorder(os.path.join(sys.argv[1], "graph2"), key=key)
+except GraphError as exc:
+    print("PREFLIGHT", exc.format())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a private tmpfs needs root and unshare(1) (a mount namespace)")
+def test_a_full_disk_is_refused_before_the_run_and_named_during_it(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "full.py"
+    script.write_text(FULL_DISK)
+    env = {**os.environ, "MAML_CONFIG_DIR": str(tmp_path / "config")}
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs -o size=2m tmpfs {disk} && {sys.executable} {script} {disk}"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    mid, pre = done.stdout.splitlines()
+    assert mid.startswith("MID-RUN") and "cannot write the error graph" in mid
+    assert str(disk / "graph" / "log.jsonl") in mid
+    assert pre.startswith("PREFLIGHT") and ("full" in pre or "No space" in pre)
+    assert str(disk / "graph2") in pre
+
+
 DELETES_ITS_GRAPH = """---
 maml_version: "1.0"
 permissions: {{execute: true}}

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, doc
 
 QUICK = doc("- {id: only, block: only}", {"only": "def run(inputs, params, ctx):\n"
@@ -47,3 +49,21 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path):
     assert again.stdout == shown.stdout
     env["MAML_SERVE_TOKEN"] = "from-the-environment"
     assert maml("serve", "--show-token", env=env).stdout.strip() == "from-the-environment"
+
+
+def test_the_client_lists_a_servers_runs(server, capsys, monkeypatch):
+    from maml.errors import UsageError
+    from maml.serve.client import Client, echo_runs
+
+    monkeypatch.setenv("MAML_SERVE_TOKEN", server.token)
+    run_id = server.submit(QUICK)
+    server.wait(run_id)
+    echo_runs(server.url, as_json=True)
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["server"] == server.url and run_id in [r["run_id"] for r in listed["runs"]]
+    echo_runs(server.url)
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith(run_id))
+    assert "succeeded" in line and "1/1 steps" in line
+    missing = Client("http://127.0.0.1:9", token="x")
+    with pytest.raises(UsageError, match="cannot reach maml serve at http://127.0.0.1:9"):
+        missing.runs()
