@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
-from maml.errors import MamlError
+from maml.errors import KindError  # noqa: F401 - defined in the one tree, maml.errors
 
 ENTRY_POINT_GROUP = "maml.kinds"
 
@@ -91,10 +91,6 @@ class Kind(ABC):
     def release(self, ctx: StepContext) -> None:
         """Called on `clear_cache` recovery: drop cached state (e.g. free GPU memory)."""
         ctx.cache.clear()
-
-
-class KindError(MamlError):
-    code = "MAML-E020"
 
 
 @lru_cache(maxsize=1)

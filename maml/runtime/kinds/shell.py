@@ -24,16 +24,11 @@ import sys
 import tempfile
 from typing import IO, Any, ClassVar
 
-from maml.errors import InvalidInput, MissingDependency, StepFailure
+from maml.errors import CommandFailed, InvalidInput, MissingDependency
 from maml.runtime import proctree
 from maml.runtime.kinds.base import Kind, StepContext, StepSpec
 
 STDERR_TAIL = 2000
-
-
-class CommandFailed(StepFailure):
-    code = "MAML-E510"
-    error_class = "user_error"
 
 
 class ShellKind(Kind):
