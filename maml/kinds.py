@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
-from maml.errors import MamlError
+from maml.errors import KindError  # noqa: F401 - defined in the one tree, maml.errors
 
 ENTRY_POINT_GROUP = "maml.kinds"
 
@@ -104,10 +104,6 @@ class Kind(ABC):
         """Files the step wrote (a sink), as its output names them; a resumed run reuses
         the step only while they are there unaltered (maml.runtime.world)."""
         return []
-
-
-class KindError(MamlError):
-    code = "MAML-E020"
 
 
 @lru_cache(maxsize=1)

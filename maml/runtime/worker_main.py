@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -193,6 +194,9 @@ def worker_main(conn: Any, worker_id: str, preload: tuple[str, ...] = (),
     """Entry point of the spawned process: its own session, a subreaper, dies with its
     parent; `token` marks everything it starts (maml.runtime.proctree)."""
     os.setsid()                      # a terminal's Ctrl-C reaches the parent only
+    # SIGINT sent to us anyway is the parent's to act on; a handler (not SIG_IGN) so the
+    # programs a step execs get the default back
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     proctree.become_subreaper()
     proctree.die_with_parent()
     if token:

@@ -24,17 +24,12 @@ import sys
 import tempfile
 from typing import IO, Any, ClassVar
 
-from maml.errors import InvalidInput, MissingDependency, StepFailure
+from maml.errors import CommandFailed, InvalidInput, MissingDependency
 from maml.runtime import proctree
 from maml.runtime.artifacts import json_default
 from maml.runtime.kinds.base import Kind, StepContext, StepSpec
 
 STDERR_TAIL = 2000
-
-
-class CommandFailed(StepFailure):
-    code = "MAML-E510"
-    error_class = "user_error"
 
 
 class ShellKind(Kind):
