@@ -58,11 +58,13 @@ def plain_ray(ray: Any) -> Callable[[str, int], None]:
 def maml_on(backend: Any, workdir: Path) -> Callable[..., Any]:
     import maml
 
+    session = maml.Session(backend=backend) if backend is not None else None
+
     def run(text: str, name: str, **options: Any) -> Any:
         path = workdir / f"{name}.maml.md"
         path.write_text(text)
-        if backend is not None:
-            options.update(backend=backend, inventory=backend.inventory)
+        if backend is not None:          # a Session over it: kept warm across runs
+            options.update(session=session)
         result = maml.run(str(path), **options)
         if result.status != "succeeded":
             raise RuntimeError(f"{name}: {result.status}: {result.problems}")

@@ -6,6 +6,9 @@
     result = maml.run(doc, params={"shots": 4096})
     g = maml.graph.open()
 
+    with maml.Session() as session:        # warm workers, reused run after run
+        session.run(doc)
+
 `import maml` stays light: the runtime, the graph and every heavy library
 (torch, qiskit, cv2, transformers, ray) load only when first used.
 """
@@ -22,6 +25,7 @@ __all__ = [
     "Document",
     "MamlError",
     "RunResult",
+    "Session",
     "__version__",
     "graph",
     "load",
@@ -36,6 +40,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Document": ("maml.document.model", "Document"),
     "MamlError": ("maml.errors", "MamlError"),
     "RunResult": ("maml.runtime.result", "RunResult"),
+    "Session": ("maml.api", "Session"),
     "graph": ("maml.graph", None),
     "load": ("maml.api", "load"),
     "parse": ("maml.api", "parse"),
@@ -45,7 +50,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from maml import graph
-    from maml.api import load, parse, run, validate
+    from maml.api import Session, load, parse, run, validate
     from maml.document.model import Diagnostic, Document
     from maml.errors import MamlError
     from maml.runtime.result import RunResult

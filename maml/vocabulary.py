@@ -7,24 +7,84 @@ Shared by the validator (which reports unknown words with their line) and the ru
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-#: DESIGN §4. Classes that are never retried come last.
-ERROR_CLASSES: tuple[str, ...] = (
-    "oom", "cuda_error", "device_unavailable", "timeout", "hang", "worker_lost",
-    "transient", "user_error", "unknown", "invalid_input", "permission", "dependency_missing",
-)
-NEVER_RETRIED: frozenset[str] = frozenset({"invalid_input", "permission", "dependency_missing"})
-#: errors that count against a device's circuit breaker (a user's bug is not the GPU's fault)
-DEVICE_ERRORS: frozenset[str] = frozenset({"oom", "cuda_error", "device_unavailable", "hang"})
+@dataclass(frozen=True)
+class ErrorClass:
+    """Everything maml holds true of one error class (DESIGN §4), in one place.
+
+    `chains` is the default recovery chain per hardware class ("cuda", "cpu"): on a GPU,
+    free memory before degrading the work, degrade it before moving it, and move to another
+    GPU before the CPU; a sticky CUDA fault needs a new worker process first; on a CPU,
+    shrink the batch on OOM at once (a deterministic OOM retried unchanged wastes an
+    attempt). An application's own exception (`user_error`) is not retried by default: it
+    is deterministic for the same code and inputs (Ray and Airflow do not retry application
+    errors unless asked); `on: {user_error: [retry]}` opts in.
+    """
+
+    name: str
+    chains: Mapping[str, tuple[str, ...]]
+    #: decide() gives up at once, whatever the policy says (the input or setup is wrong)
+    never_retried: bool = False
+    #: the worker process must not be reused after it (dead, stuck, poisoned CUDA context)
+    kills_worker: bool = False
+    #: counts against the device's circuit breaker (a user's bug is not the GPU's fault)
+    device_fault: bool = False
+    #: `--inject STEP:CLASS` can raise it for real
+    injectable: bool = False
+
+    def chain(self, hardware_class: str) -> tuple[str, ...]:
+        return tuple(self.chains[hardware_class])
+
+
+def _same(chain: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    return {"cuda": chain, "cpu": chain}
+
+
+_FAIL = ("fail",)
+
+#: DESIGN §4, in its order: classes that are never retried come last.
+ERRORS: dict[str, ErrorClass] = {e.name: e for e in (
+    ErrorClass("oom", {"cuda": ("clear_cache", "halve_batch", "lower_precision", "next_device",
+                                "cpu"),
+                       "cpu": ("halve_batch",)},
+               device_fault=True, injectable=True),
+    ErrorClass("cuda_error", {"cuda": ("restart_worker", "next_device", "cpu"),
+                              "cpu": ("restart_worker", "retry")},
+               kills_worker=True, device_fault=True, injectable=True),
+    ErrorClass("device_unavailable", {"cuda": ("next_device", "cpu"), "cpu": ("retry",)},
+               device_fault=True),
+    ErrorClass("timeout", _same(("restart_worker", "retry")), kills_worker=True,
+               injectable=True),
+    ErrorClass("hang", {"cuda": ("restart_worker", "next_device", "cpu"),
+                        "cpu": ("restart_worker", "retry")},
+               kills_worker=True, device_fault=True, injectable=True),
+    ErrorClass("worker_lost", _same(("restart_worker", "retry")), kills_worker=True,
+               injectable=True),
+    ErrorClass("transient", _same(("retry",)), injectable=True),
+    ErrorClass("user_error", _same(_FAIL), injectable=True),
+    ErrorClass("unknown", _same(("retry",))),
+    ErrorClass("invalid_input", _same(_FAIL), never_retried=True),
+    ErrorClass("permission", _same(_FAIL), never_retried=True),
+    ErrorClass("dependency_missing", _same(_FAIL), never_retried=True),
+)}
+
+# Views of ERRORS, for the code that asks one question of every class.
+ERROR_CLASSES: tuple[str, ...] = tuple(ERRORS)
+NEVER_RETRIED: frozenset[str] = frozenset(n for n, e in ERRORS.items() if e.never_retried)
+WORKER_FATAL: frozenset[str] = frozenset(n for n, e in ERRORS.items() if e.kills_worker)
+DEVICE_ERRORS: frozenset[str] = frozenset(n for n, e in ERRORS.items() if e.device_fault)
+#: what `--inject STEP:ERROR[@ATTEMPTS]` and front-matter `faults:` may raise
+INJECTABLE_ERRORS: tuple[str, ...] = tuple(n for n, e in ERRORS.items() if e.injectable)
+HARDWARE_CLASSES: tuple[str, ...] = ("cuda", "cpu")
+#: hardware class -> error class -> its default recovery chain
+DEFAULT_CHAINS: dict[str, dict[str, tuple[str, ...]]] = {
+    hw: {n: e.chain(hw) for n, e in ERRORS.items()} for hw in HARDWARE_CLASSES}
 
 RECOVERY_ACTIONS: tuple[str, ...] = (
     "retry", "clear_cache", "halve_batch", "lower_precision", "next_device", "cpu",
     "restart_worker", "switch_method", "skip", "fail",
-)
-
-#: what `--inject STEP:ERROR[@ATTEMPTS]` and front-matter `faults:` may raise
-INJECTABLE_ERRORS: tuple[str, ...] = (
-    "oom", "cuda_error", "timeout", "hang", "worker_lost", "transient", "user_error",
 )
 
 ON_EXHAUSTED: tuple[str, ...] = ("fail", "skip", "continue")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,7 +90,9 @@ def test_a_failed_run_exits_1_naming_file_line_and_step_without_traceback(failin
                     cwd=tmp_path)
     assert done.returncode == 1
     result = json.loads(done.stdout)
-    assert result["status"] == "failed" and result["steps"]["b"]["attempts"] == 2
+    # a ValueError of the step's own code is a user_error: not retried by default
+    assert result["status"] == "failed" and result["steps"]["b"]["attempts"] == 1
+    assert result["steps"]["b"]["error"]["type"] == "ValueError"
     assert result["steps"]["a"]["output"] == 5                 # --param typed 5 as an int
     assert re.search(rf"{re.escape(str(failing))}:\d+: step 'b': failed: .*a is too large",
                      done.stderr)
@@ -161,3 +166,143 @@ def test_resume_and_input(tmp_path):
         "status": "succeeded", "attempts": 1, "device": "cpu", "params": {}, "output": 10}
     bad = maml_run("run", str(doc), "--input", "bad.yaml", "--no-graph", cwd=tmp_path)
     assert bad.returncode == 1 and "'n' is a required property" in bad.stderr
+
+
+SLOW = """---
+maml_version: "1.0"
+permissions: {execute: true}
+pipeline:
+  - {id: fast, block: fast}
+  - {id: slow, block: slow, needs: [fast]}
+  - {id: after, block: fast, needs: [slow]}
+---
+# Interruptible
+
+## Code_Blocks
+
+```python {id=slow}
+import os, time
+def run(inputs, params, ctx):
+    with open(os.environ["MAML_TEST_DIR"] + "/slow.pid", "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(float(os.environ.get("MAML_TEST_SLEEP", "60")))
+    return 1
+```
+
+```python {id=fast}
+result = 2
+```
+"""
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_run_records_it_interrupted_and_resume_finishes_it(tmp_path, signum,
+                                                                              code):
+    import maml.graph
+
+    doc = tmp_path / "slow.maml.md"
+    doc.write_text(SLOW, encoding="utf-8")
+    env = {**os.environ, "MAML_TEST_DIR": str(tmp_path)}
+    graph = str(tmp_path / "graph")
+    process = subprocess.Popen([sys.executable, "-m", "maml", "run", str(doc), "--graph", graph],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    pid_file = tmp_path / "slow.pid"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"maml: interrupted run \S+: 1 of 3 steps done; resume with maml run "
+                        rf"{re.escape(str(doc))} --resume", last), err
+    assert "Traceback" not in err and out == ""
+    step_pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):          # the attempt in flight was cancelled
+        os.kill(step_pid, 0)
+    runs = maml.graph.open(graph).runs()
+    assert [r["status"] for r in runs] == ["interrupted"]
+    done = subprocess.run([sys.executable, "-m", "maml", "run", str(doc), "--resume", "--json",
+                           "--graph", graph], cwd=tmp_path, capture_output=True, text=True,
+                          env={**env, "MAML_TEST_SLEEP": "0"}, timeout=300)
+    result = json.loads(done.stdout)
+    assert done.returncode == 0 and result["status"] == "succeeded"
+    assert {s: v["status"] for s, v in result["steps"].items()} == {
+        "fast": "cached", "slow": "succeeded", "after": "succeeded"}
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
+    done = maml_run("run", str(DOCUMENTS / "oom_chain.maml.md"), "--dry-run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "train (python, line" in done.stdout and "starts on cpu" in done.stdout
+    assert "retries 4" in done.stdout
+    assert not (tmp_path / ".maml").exists()
+    described = json.loads(maml_run("run", str(DOCUMENTS / "oom_chain.maml.md"), "--dry-run",
+                                    "--json", cwd=tmp_path).stdout)
+    assert [s["id"] for s in described["steps"]] == ["train"]
+    assert described["steps"][0]["policy"]["retries"] == 4
+
+
+def test_an_output_schema_mismatch_never_says_succeeded(tmp_path):
+    path = tmp_path / "schema.maml.md"
+    path.write_text(FAILING.replace("# Failing", "# Failing\n\n## Output_Schema\n\n```json\n"
+                                    '{"type": "string"}\n```'), encoding="utf-8")
+    done = maml_run("run", str(path), "--no-graph", "--json", cwd=tmp_path)
+    assert done.returncode == 1 and json.loads(done.stdout)["status"] == "failed"
+    assert "run succeeded" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("maml: run failed in ")
+    assert "does not match the schema" in done.stderr
+
+
+def test_the_verdict_counts_each_status_and_the_cause_names_its_own_error(tmp_path):
+    path = tmp_path / "three.maml.md"
+    path.write_text(THREE, encoding="utf-8")
+    done = maml_run("run", str(path), "--no-graph", "--json", cwd=tmp_path)
+    result = json.loads(done.stdout)["steps"]
+    assert {s: v["status"] for s, v in result.items()} == {
+        "quickfail": "failed", "slowfail": "failed", "downstream": "skipped"} or \
+        {s: v["status"] for s, v in result.items()} == {
+        "quickfail": "failed", "slowfail": "cancelled", "downstream": "skipped"}
+    assert result["quickfail"]["error"]["message"] == "quick"
+    assert result["quickfail"]["attempts"] == 1
+    assert re.search(r"step 'quickfail': failed: .*ValueError: quick.*\[user_error\]", done.stderr)
+    assert re.search(r"step 'downstream': skipped: skipped because its input 'quickfail' failed",
+                     done.stderr)
+    assert re.fullmatch(r"maml: run failed in [\d.]+ s: .*1 skipped.*", done.stderr.splitlines()[-1])
+
+
+def test_a_directory_is_not_a_document(tmp_path):
+    done = maml_run("run", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2 and "is a directory" in done.stderr
+
+
+THREE = """---
+maml_version: "1.0"
+permissions: {execute: true}
+pipeline:
+  - {id: quickfail, block: quick}
+  - {id: slowfail, block: slow}
+  - {id: downstream, block: ok, needs: [quickfail]}
+---
+# Three
+
+## Code_Blocks
+
+```python {id=quick}
+def run(inputs, params, ctx):
+    raise ValueError("quick")
+```
+
+```python {id=slow}
+import time
+def run(inputs, params, ctx):
+    time.sleep(0.5)
+    raise ValueError("slow")
+```
+
+```python {id=ok}
+result = 1
+```
+"""

@@ -2,22 +2,31 @@
 
 The run id goes to stderr as soon as the run starts (so a killed run can be resumed), the
 progress to stderr, and the result to stdout: the final output as JSON, or with `--json`
-exactly DESIGN §9's object. Exit codes: 0 the run succeeded; 1 it failed or ended
-`partial` (some steps failed or were skipped: the result is incomplete, which a script must
-not mistake for success); 2 a usage error; 3 refused (permissions).
+exactly DESIGN §9's object; the last line on stderr is the verdict. Exit codes: 0 the run
+succeeded; 1 it failed or ended `partial` (some steps failed or were skipped: the result is
+incomplete, which a script must not mistake for success); 2 a usage error; 3 refused
+(permissions); 143 / 130 stopped by SIGTERM / SIGINT (the run is recorded `interrupted`
+and says how to resume it). `--dry-run` prints the plan and runs nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from maml.commands.verify import trust_options
 from maml.errors import UsageError
+
+#: problem lines printed before the verdict; --json has every step
+MAX_PROBLEMS = 20
 
 
 class _RunIdAnnouncer:
@@ -63,49 +72,101 @@ def _document(file: str | None, resume: str | None) -> tuple[str, str | bool | N
               help="Input data (JSON or YAML), checked against Input_Schema.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="CPU worker slots (default: min(4, CPUs)).")
+@click.option("--executor", type=click.Choice(["local", "ray", "auto"]), default=None,
+              help="Where attempts run (default: front matter, $MAML_EXECUTOR, else auto).")
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="A Ray cluster to join (implies --executor ray).")
 @click.option("--graph", "graph_path", type=click.Path(), default=None,
               help="Error graph location (default .maml/graph or $MAML_GRAPH).")
 @click.option("--no-graph", is_flag=True, help="Do not record this run in the error graph.")
+@click.option("--dry-run", is_flag=True,
+              help="Check everything, print the plan (steps, order, devices, policy), run nothing.")
 @trust_options
 @click.option("--state-dir", default=".maml", show_default=True, type=click.Path(file_okay=False),
               help="Where runs are stored (checkpoints, resume).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.option("--executor", type=click.Choice(["local", "ray", "auto"]), default=None,
-              help="Where attempts run (default: front matter executor:, else auto: Ray "
-                   "when $RAY_ADDRESS is set).")
-@click.option("--address", default=None, metavar="ADDR",
-              help="The Ray cluster to run on (host:6379, ray://host:10001, auto).")
 def command(file: str | None, as_json: bool, inject: tuple[str, ...], resume: str | None,
             params: tuple[str, ...], input_file: str | None, workers: int | None,
-            graph_path: str | None, no_graph: bool, principal: str | None, state_dir: str,
-            quiet: bool, debug: bool, executor: str | None = None,
-            address: str | None = None) -> None:
+            executor: str | None, address: str | None, graph_path: str | None,
+            no_graph: bool, dry_run: bool, principal: str | None, state_dir: str,
+            quiet: bool, debug: bool) -> None:
     """Run FILE's pipeline; the result goes to stdout, progress to stderr."""
     import maml.api
-    from maml.runtime.progress import ProgressDisplay
 
     path, resume_value = _document(file, resume)
     if graph_path and no_graph:
         raise UsageError("--graph and --no-graph contradict each other")
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a directory: give the document file to run")
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
     doc = maml.api.load(path)
+    if dry_run:
+        return _dry_run(doc, parse_params(params), principal, input_file, inject, as_json)
+    from maml.runtime.progress import ProgressDisplay
+
     observers = [_RunIdAnnouncer(), ProgressDisplay(quiet=quiet)]
-    result = maml.api.run(doc, graph=False if no_graph else graph_path, observers=observers,
-                          params=parse_params(params), inject=inject, resume=resume_value,
-                          input=input_file, workers=workers, principal=principal,
-                          state_dir=state_dir, executor=executor, address=address)
-    for problem in result.problems:
+    with _signals_stop_the_run() as (stop, received):
+        result = maml.api.run(doc, graph=False if no_graph else graph_path,
+                              observers=observers, params=parse_params(params), inject=inject,
+                              resume=resume_value, input=input_file, workers=workers,
+                              principal=principal, state_dir=state_dir, executor=executor,
+                              address=address, stop=stop)
+    _report(result, path, as_json, quiet, debug)
+    if result.status == "interrupted":
+        sys.exit(128 + (received[0] if received else signal.SIGINT))
+    if result.status != "succeeded":
+        sys.exit(1)
+
+
+def _report(result: Any, path: str, as_json: bool, quiet: bool, debug: bool) -> None:
+    """Problems (at most 20 lines; --debug adds each failed step's traceback), then the
+    verdict on stderr; the result on stdout."""
+    for problem in result.problems[:MAX_PROBLEMS]:
         click.echo(f"maml: {problem}", err=True)
     for sid, step in result.steps.items() if debug else ():
         if step.error is not None and step.error.traceback:   # --debug: the whole story
             click.echo(f"maml: step {sid!r}, attempt {step.attempts}:\n"
                        f"{step.error.traceback.rstrip()}", err=True)
+    if len(result.problems) > MAX_PROBLEMS:
+        click.echo(f"maml: ... and {len(result.problems) - MAX_PROBLEMS} more "
+                   "(maml run --json lists every step)", err=True)
+    if not quiet or result.status == "interrupted":
+        click.echo(f"maml: {result.verdict(path)}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), default=str))
-    else:
+    elif result.status != "interrupted":
         click.echo(json.dumps(result.output, indent=2, default=str))
     sys.stdout.flush()
-    if result.status != "succeeded":
-        sys.exit(1)
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[tuple[threading.Event, list[int]]]:
+    """SIGTERM (Slurm, Kubernetes, systemd, CI cancel) and SIGINT (Ctrl-C) both stop the
+    run the same way: the scheduler cancels the attempts in flight and records the run as
+    interrupted. A second signal is not needed and does nothing more."""
+    stop, received = threading.Event(), []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop, received
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def _dry_run(doc: Any, params: dict[str, Any], principal: str | None, input_file: str | None,
+             inject: tuple[str, ...], as_json: bool) -> None:
+    """Every check a run makes, then the plan; nothing runs, nothing is written."""
+    from maml.runtime.api import plan_document
+    from maml.runtime.planview import describe_plan, format_plan
+
+    plan, devices = plan_document(doc, params=params, principal=principal, input=input_file,
+                                  inject=inject)
+    described = describe_plan(plan, devices)
+    click.echo(json.dumps(described, indent=2) if as_json else format_plan(described))

@@ -182,9 +182,7 @@ def _permissions(doc: Document, key: str, value: Any,
                 out[right] = True
         return out
     if not isinstance(value, dict):
-        notes.append(diagnostic("MAML-D406", f"permissions: {value!r} is not a mapping "
-                                "{read, write, execute}; ignored", doc.span_of(key)))
-        return out
+        return out       # unreadable permissions are MAML-V320 errors and refuse the run
     for right, principals in value.items():
         if isinstance(principals, bool) or principals is None:
             out[right] = principals
@@ -192,8 +190,4 @@ def _permissions(doc: Document, key: str, value: Any,
             out[right] = [str(principals)]
         elif isinstance(principals, list):
             out[right] = [str(p) for p in principals]
-        else:
-            notes.append(diagnostic("MAML-D406", f"permissions.{right}: {principals!r} is not "
-                                    "true/false, a principal or a list of them; ignored",
-                                    doc.span_of(key, right)))
     return out

@@ -146,24 +146,32 @@ def executes_code(kind_cls: type, block_lang: str | None) -> bool:
     return True          # anything else: fail closed
 
 
-def diagnostics(doc: Document) -> list[Diagnostic]:
-    """`maml validate`'s findings on `permissions`: unreadable parts are errors (MAML-V320),
-    a grant that refuses most callers a warning (MAML-V311)."""
-    raw = doc.front_matter.get("permissions") if isinstance(doc.front_matter, dict) else None
+def findings(doc: Document) -> list[tuple[tuple[Any, ...], Diagnostic]]:
+    """`maml validate`'s findings on `permissions`, each with its front-matter path (so the
+    schema's vaguer complaint about the same value is left out): unreadable parts are errors
+    (MAML-V320), a grant that refuses most callers a warning (MAML-V311)."""
+    raw = _raw(doc)
     problems = permission_problems(raw)
     if problems:
-        return [diagnostic("MAML-V320", message, doc.span_of("permissions", *path))
+        return [(("permissions", *path),
+                 diagnostic("MAML-V320", message, doc.span_of("permissions", *path)))
                 for path, message in problems]
     grant = execute_grant(raw)
     span = doc.span_of("permissions", "execute")
     if grant is False:
-        return [diagnostic("MAML-V311", "permissions.execute is false: `maml run` will refuse "
-                           "this document; set `execute: true` to let it run", span)]
+        return [(("permissions", "execute"), diagnostic(
+            "MAML-V311", "permissions.execute is false: `maml run` will refuse this "
+            "document; set `execute: true` to let it run", span))]
     if isinstance(grant, list) and not any(p.strip().lower() in ANYONE for p in grant):
-        return [diagnostic("MAML-V311", f"permissions.execute allows only "
-                           f"{', '.join(grant) or 'nobody'}: `maml run` refuses any other "
-                           "OS user (or server identity)", span)]
+        return [(("permissions", "execute"), diagnostic(
+            "MAML-V311", f"permissions.execute allows only {', '.join(grant) or 'nobody'}: "
+            "`maml run` refuses any other OS user (or server identity)", span))]
     return []
+
+
+def diagnostics(doc: Document) -> list[Diagnostic]:
+    """The findings' diagnostics alone."""
+    return [d for _, d in findings(doc)]
 
 
 def code_steps(steps: Iterable[Any], kind_of: Any) -> list[Any]:

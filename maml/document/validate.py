@@ -35,11 +35,11 @@ def validate(doc: Document) -> list[Diagnostic]:
     findings.extend(semantics.check_placeholders(doc))
     findings.extend(check_code(doc, table))
     findings.extend(semantics.check_base60(doc))
+    findings.extend(permissions.findings(doc))
     semantic_paths = {path for path, _ in findings}
     result = list(doc.diagnostics)
     result.extend(_schema_diagnostics(doc, table, semantic_paths))
     result.extend(d for _, d in findings)
-    result.extend(_permission_diagnostics(doc))
     result.extend(_json_schema_diagnostics(doc))
     result.extend(filter(None, [nothing_to_run(doc, table)]))
     return sorted((dataclasses.replace(d, path=doc.path) for d in result), key=sort_key)
@@ -245,10 +245,6 @@ def _dotted(path: tuple[Any, ...]) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-def _permission_diagnostics(doc: Document) -> list[Diagnostic]:
-    return permissions.diagnostics(doc)
 
 
 def _json_schema_diagnostics(doc: Document) -> list[Diagnostic]:

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from maml.graph.index import ErrorRow, LogIndex
+from maml.vocabulary import ERRORS
 
 DIMENSIONS: dict[str, str] = {     # pattern type -> ErrorRow field
     "hardware_class": "device_class",
@@ -23,13 +24,12 @@ DIMENSIONS: dict[str, str] = {     # pattern type -> ErrorRow field
     "worker": "worker",
 }
 
-#: the first action of the default chain (DESIGN §4, seed practice), per error class
-DEFAULT_ACTION: dict[str, str] = {
-    "oom": "halve_batch", "cuda_error": "next_device", "device_unavailable": "next_device",
-    "timeout": "restart_worker", "hang": "restart_worker", "worker_lost": "restart_worker",
-    "transient": "retry", "unknown": "retry", "user_error": "fail", "invalid_input": "fail",
-    "permission": "fail", "dependency_missing": "fail",
-}
+def default_action(error_class: str, hardware_class: str | None) -> str:
+    """The first action of the engine's default chain for this error class on this
+    hardware class (a view of maml.vocabulary.ERRORS, so advice and engine agree)."""
+    entry = ERRORS.get(error_class, ERRORS["unknown"])
+    return entry.chain("cuda" if str(hardware_class).startswith("cuda") else "cpu")[0]
+
 
 ADVICE: dict[str, str] = {
     "hardware_class": "failures concentrate on {key} devices: prefer another device class in "
@@ -86,7 +86,7 @@ def _recommend(kind: str, key: Any, rows: list[ErrorRow], group_stats: Stats | N
         stats = class_stats.get((error_class, device_class), {})
         action, basis = _ranked(stats), f"observed for {error_class} on {device_class}"
     if action is None:
-        return {"recommended_action": DEFAULT_ACTION.get(error_class, "retry"),
+        return {"recommended_action": default_action(error_class, device_class),
                 "basis": f"default for {error_class} on {device_class} (no recovery observed "
                          "to work yet)", "advice": ADVICE[kind].format(key=key)}
     worked, ended = stats[action]

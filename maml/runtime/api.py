@@ -1,9 +1,9 @@
 """`run_document`: everything a run needs, checked before the first worker starts.
 
-In order: the document's error diagnostics, its permissions (RefusedError, exit 3), the
---input against Input_Schema, the plan (DocumentError naming file, line and step), the
-faults to inject, the run store (new, or the one being resumed); then the executor runs,
-and the final result is checked against Output_Schema.
+In order: the document's signature and permissions (RefusedError, exit 3), its error
+diagnostics, the plan (DocumentError naming file, line and step), the --input against
+Input_Schema, the faults to inject, the run store (new, or the one being resumed); then the
+scheduler runs, and checks the final result against Output_Schema before it reports it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,71 +24,93 @@ from maml.runtime.events import Broadcaster
 from maml.runtime.inject import FaultPlan, build_fault_plan
 from maml.runtime.plan import Plan, build_plan, check_input
 from maml.runtime.policies import effective_policy
-from maml.runtime.result import RunResult
 from maml.runtime.clock import Clock
-from maml.runtime.scheduler import Scheduler
 from maml.runtime.devices.book import DeviceBook
+from maml.runtime.result import RunResult
+from maml.runtime.scheduler import Scheduler
 
 
 def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
                  inject: Iterable[str] = (), resume: bool | str | None = None,
                  input: Any = None, workers: int | None = None,
                  observers: Iterable[Any] = (), state_dir: str | os.PathLike[str] = ".maml",
-                 principal: str | None = None, clock: Clock | None = None,
+                 principal: str | None = None, executor: str | None = None,
+                 address: str | None = None, clock: Clock | None = None,
                  monitor: Any = None, inventory: Any = None, rng: random.Random | None = None,
-                 backend: Any = None,
-                 on_scheduler: Callable[[Scheduler], None] | None = None,
-                 executor: str | None = None, address: str | None = None) -> RunResult:
+                 backend: Any = None, stop: threading.Event | None = None) -> RunResult:
     """Run `doc`'s pipeline (maml.run documents the options). `backend`: an executor backend
-    the caller owns and keeps (a Session's); without one a LocalBackend is made and closed
-    here, or a RayBackend when `executor`/`address`, the front matter's `executor:` or
-    $RAY_ADDRESS say Ray (maml.runtime.executors.select). `on_scheduler` is called with the
-    scheduler before the first step (the CLI uses it to route SIGTERM/SIGINT to
-    `Scheduler.interrupt`)."""
-    from maml.document.permissions import authorize_document
-
-    authorize_document(doc)    # signature and readable permissions, before anything else
-    _check_diagnostics(doc)
-    cluster = None
-    if backend is None:        # the cluster's devices replace this machine's
-        from maml.runtime.executors.select import cluster_backend
-
-        cluster = backend = cluster_backend(doc.meta.get("executor"), executor, address, workers)
-        inventory = cluster.inventory if cluster is not None else inventory
-    broadcaster = Broadcaster(list(observers))
-    scheduler_ref: list[Scheduler] = []
-    plan, inventory = _plan(doc, params, inventory)
+    the caller owns and keeps (a Session's); without one, one is made (local, or Ray as
+    `executor`/`address`/the front matter choose) and closed here. Its workers start
+    before the document is checked, so their start-up overlaps validation and planning."""
+    own_backend = backend is None
+    if own_backend:
+        backend = _backend(doc, workers, executor, address)
+    if inventory is None:              # a Ray cluster's devices replace this machine's
+        inventory = getattr(backend, "inventory", None)
     own_monitor = monitor is None
-    if own_monitor:
-        monitor = _health_monitor(doc, inventory, broadcaster, scheduler_ref)
-    devices = DeviceBook(inventory, monitor)
-    _check_permissions(doc, plan, principal)
-    input_data = _load_input(doc, input)
-    faults = _fault_plan(doc, plan, inject)
-    store, resumed = _store(doc, state_dir, resume)
-    run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
-    own_backend = backend is None or backend is cluster
-    if backend is None:
-        from maml.runtime.executors.local import LocalBackend
-
-        backend = LocalBackend(devices.slots(workers or default_workers()))
-    scheduler = Scheduler(plan, store=store, broadcaster=broadcaster, devices=devices,
-                          backend=backend, faults=faults, max_errors=run_policy.max_errors,
-                          breaker=(run_policy.breaker_failures, run_policy.breaker_cooldown),
-                          clock=clock, monitor=monitor, input_data=input_data,
-                          resume=resumed, rng=rng)
-    scheduler_ref.append(scheduler)
-    if on_scheduler is not None:
-        on_scheduler(scheduler)
     try:
-        result = scheduler.run()
+        plan, inventory, checked = _prepare(doc, params, inventory, principal, input, inject)
+        store, resumed = _store(doc, state_dir, resume)
+        broadcaster = Broadcaster(list(observers))
+        scheduler_ref: list[Scheduler] = []
+        if own_monitor:
+            monitor = _health_monitor(doc, inventory, broadcaster, scheduler_ref)
+        devices = DeviceBook(inventory, monitor)
+        if hasattr(backend, "add_slots"):
+            backend.add_slots(devices.slots(workers or default_workers()))
+        run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
+        scheduler = Scheduler(
+            plan, store=store, broadcaster=broadcaster, devices=devices, backend=backend,
+            faults=checked["faults"], max_errors=run_policy.max_errors,
+            breaker=(run_policy.breaker_failures, run_policy.breaker_cooldown), clock=clock,
+            monitor=monitor, input_data=checked["input"], resume=resumed, rng=rng,
+            check_output=lambda output: _output_problem(doc, output), stop=stop)
+        scheduler_ref.append(scheduler)
+        return scheduler.run()
     finally:
         if own_backend:
             backend.close()
         if own_monitor and monitor is not None:
             monitor.provider.close()
-    _check_output(doc, result)
-    return result
+
+
+def _prepare(doc: Document, params: Mapping[str, Any] | None, inventory: Any,
+             principal: str | None, input: Any,
+             inject: Iterable[str]) -> tuple[Plan, Any, dict[str, Any]]:
+    """Every check that needs no run directory: signature and permissions, diagnostics,
+    the plan, the --input, the faults to inject. Raises the MamlError that names what."""
+    from maml.document.permissions import authorize_document
+
+    authorize_document(doc)    # signature and readable permissions, before anything else
+    _check_diagnostics(doc)
+    plan, inventory = _plan(doc, params, inventory)
+    _check_permissions(doc, plan, principal)
+    checked = {"input": _load_input(doc, input), "faults": _fault_plan(doc, plan, inject)}
+    return plan, inventory, checked
+
+
+def _backend(doc: Document, workers: int | None, executor: str | None,
+             address: str | None) -> Any:
+    """The backend a run owns: a RayBackend (connected now) when the run goes to Ray
+    (maml.runtime.executors.select), else the local worker pool, whose first worker
+    starts now."""
+    from maml.runtime.executors.select import cluster_backend
+
+    cluster = cluster_backend(doc.meta.get("executor"), executor, address, workers)
+    if cluster is not None:
+        return cluster
+    from maml.runtime.executors.local import LocalBackend
+
+    return LocalBackend({"cpu": workers or default_workers()})
+
+
+def plan_document(doc: Document, *, params: Mapping[str, Any] | None = None,
+                  principal: str | None = None, input: Any = None,
+                  inject: Iterable[str] = ()) -> tuple[Plan, DeviceBook]:
+    """What `maml run --dry-run` shows: every check a run makes before its first step, and
+    the plan with this machine's devices. Nothing is started and nothing is written."""
+    plan, inventory, _ = _prepare(doc, params, None, principal, input, inject)
+    return plan, DeviceBook(inventory)
 
 
 def _plan(doc: Document, params: Mapping[str, Any] | None, inventory: Any) -> tuple[Plan, Any]:
@@ -231,12 +254,13 @@ def _store(doc: Document, state_dir: str | os.PathLike[str],
     return RunStore.create(state_dir, document, digest), False
 
 
-def _check_output(doc: Document, result: RunResult) -> None:
-    if not doc.output_schema or result.status == "failed":
-        return
+def _output_problem(doc: Document, output: Any) -> str | None:
+    """Why the run's result does not match Output_Schema (file:line: message), or None."""
+    if not doc.output_schema:
+        return None
     line = doc.output_schema_span.line if doc.output_schema_span else None
     try:
-        _validate_against(doc.output_schema, result.output, "the run's result", doc.path, line)
+        _validate_against(doc.output_schema, output, "the run's result", doc.path, line)
     except InvalidInput as exc:
-        result.status = "failed"
-        result.problems.append(exc.format())
+        return exc.format()
+    return None

@@ -15,7 +15,7 @@ Order of events in one run:
         on_attempt_failed -> on_recovery_applied   (0..n times)
         on_attempt_succeeded
         on_checkpoint                              (0..n, from ctx.checkpoint inside an attempt)
-      on_step_finished | on_step_skipped           (cached steps: on_step_finished status="cached")
+      on_step_finished | on_step_skipped           (on_step_finished also for "cached" and "cancelled")
       on_device_sample / on_device_state_changed   (any time, from the health monitor)
     on_run_finished
 

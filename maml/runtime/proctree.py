@@ -11,6 +11,12 @@ and calls `setsid` leaves that group; two nets catch it anyway:
   it starts; `kill_tree` also kills any process whose environment carries it, which finds
   descendants orphaned after the worker itself was killed (SIGKILL gives it no chance).
 
+A *guardian* (`start_guardian`), one small process per maml process, covers the one case
+those nets cannot: maml itself killed (SIGKILL, an unhandled SIGTERM). Its workers die with
+it (PR_SET_PDEATHSIG), and their children are orphaned to init; the guardian holds the read
+end of a pipe only maml writes to, and at its EOF (maml gone, however it went) it kills every
+process carrying one of this maml process's worker tokens.
+
 `kill_tree` stops every process first (SIGSTOP: a stopped process cannot fork), re-reads
 the tree until it holds still, then SIGKILLs them all. cgroups would be exact, but are not
 available to an unprivileged process on most hosts this runs on.
@@ -22,6 +28,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 import psutil
 
@@ -183,3 +190,44 @@ def reap_orphans(known: Iterable[int] = ()) -> None:
                 os.waitpid(child.pid, os.WNOHANG)
             except ChildProcessError:
                 pass
+
+
+#: the guardian's program: wait for EOF on stdin, then kill every process whose environment
+#: has TOKEN_VARIABLE starting with argv[1]; no imports beyond os/signal/sys (it starts fast)
+_GUARDIAN = r"""
+import os, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+needle = b"\0%s=%s" % (sys.argv[1].encode(), sys.argv[2].encode())
+while os.read(0, 4096):
+    pass
+for sig in (signal.SIGSTOP, signal.SIGKILL, signal.SIGKILL):
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as environ:
+                if needle in b"\0" + environ.read():
+                    os.kill(int(pid), sig)
+        except OSError:
+            pass
+"""
+_GUARDIANS: dict[int, Any] = {}
+
+
+def start_guardian(prefix: str) -> None:
+    """Start (once per process) the guardian that kills processes whose token starts with
+    `prefix` when this process ends. Costs one fork+exec, off the critical path."""
+    if sys.platform != "linux" or os.getpid() in _GUARDIANS:
+        return
+    import subprocess
+
+    read, write = os.pipe()
+    try:
+        subprocess.Popen([sys.executable, "-S", "-c", _GUARDIAN, TOKEN_VARIABLE, prefix],
+                         stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)
+    except OSError:
+        os.close(write)
+        return
+    finally:
+        os.close(read)
+    _GUARDIANS[os.getpid()] = write        # held open until this process ends

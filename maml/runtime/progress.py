@@ -50,12 +50,9 @@ class ProgressDisplay(Observer):
 
     def on_run_finished(self, *, status: str, errors: int, recoveries: int, duration: float,
                         **_: Any) -> None:
-        if self._progress is not None:
+        if self._progress is not None:      # the verdict line is the caller's (maml run)
             self._progress.stop()
             self._progress = None
-        if not self.quiet:
-            self._write(f"run {status} in {duration:.2f} s: {errors} failed attempt(s), "
-                        f"{recoveries} recovery(ies)")
 
     # -- steps -------------------------------------------------------------------------
 

@@ -67,6 +67,18 @@ class RunResult:
                 "steps": {sid: step.to_json() for sid, step in self.steps.items()},
                 "errors": self.errors, "recoveries": self.recoveries, "graph": self.graph}
 
+    def verdict(self, document: str | None = None) -> str:
+        """The run's one final line: its status, what each step came to, what it cost.
+        An interrupted run says how to resume it."""
+        done = sum(s.status in ("succeeded", "cached") for s in self.steps.values())
+        if self.status == "interrupted":
+            again = f"maml run {document} --resume" if document else "maml run DOC --resume"
+            return (f"interrupted run {self.run_id}: {done} of {len(self.steps)} steps done; "
+                    f"resume with {again}")
+        tally = ", ".join(f"{n} {status}" for status, n in counts(self.steps).items())
+        return (f"run {self.status} in {self.duration:.2f} s: {tally}; "
+                f"{self.errors} failed attempt(s), {self.recoveries} recovery(ies)")
+
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, default=str)
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import heapq
 import random
-import signal
+import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -58,13 +59,17 @@ class Scheduler:
                  devices: DeviceBook, backend: Any, faults: FaultPlan | None = None,
                  max_errors: int = 20, breaker: tuple[int, float] = (3, 60.0),
                  clock: Clock | None = None, monitor: Any = None, input_data: Any = None,
-                 resume: bool = False, rng: random.Random | None = None) -> None:
+                 resume: bool = False, rng: random.Random | None = None,
+                 check_output: Callable[[Any], str | None] | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.plan, self.store, self.events, self.backend = plan, store, broadcaster, backend
         self.run_id = store.run_id
         self.devices, self.faults = devices, faults or FaultPlan()
         self.clock = clock or SystemClock()
         self.monitor, self.input_data, self.resume = monitor, input_data, resume
         self.rng = rng or random.Random()
+        self.check_output = check_output     # the run's result against Output_Schema
+        self.stop = stop                     # set (signal handler, another thread): stop
         self.budget = ErrorBudget(max_errors)
         self.breaker = CircuitBreaker(breaker[0], breaker[1], clock=self.clock.now)
         if devices.on_decision is None:
@@ -84,7 +89,7 @@ class Scheduler:
         self.to_announce: list[tuple[StepRun, str]] = []          # committed this turn
         self.errors = self.recoveries = 0
         self.stopping: str | None = None      # why the run starts no more work
-        self.interrupted: int | None = None   # the signal that stopped the run
+        self.interrupted = False
         self.problems: list[str] = []
         self._seq = 0
 
@@ -108,19 +113,27 @@ class Scheduler:
             if self.monitor is not None:
                 self.monitor.stop()
         result = self._result(self.clock.now() - started)
+        if self.check_output is not None and result.status in ("succeeded", "partial"):
+            problem = self.check_output(result.output)
+            if problem is not None:           # decided before anyone hears "succeeded"
+                result.status = "failed"
+                result.problems.append(problem)
         self.events.emit("on_run_finished", run_id=self.run_id, status=result.status,
                          errors=self.errors, recoveries=self.recoveries,
                          duration=result.duration)
         return result
 
-    def interrupt(self, signum: int) -> None:
-        """Stop the run as SIGTERM/SIGINT ask (safe to call from a signal handler: it only
-        sets flags; the loop cancels the attempts in flight at its next turn)."""
-        self.interrupted = signum
-        self.stopping = f"interrupted by {signal.Signals(signum).name}"
+    def interrupt(self, reason: str = "the run was interrupted") -> None:
+        """Stop the run now (what SIGTERM/SIGINT ask): the attempts in flight are cancelled,
+        nothing else starts, the run ends `interrupted`. Only sets flags, so a signal
+        handler or another thread may call it; the loop acts at its next turn (<= 0.5 s)."""
+        self.interrupted = True
+        self.stopping = reason
 
     def _turn(self) -> None:
-        if self.interrupted is not None:
+        if self.stop is not None and self.stop.is_set() and not self.interrupted:
+            self.interrupt()
+        if self.interrupted:
             self._cancel_everything()
             return
         self._release_delayed()
@@ -175,6 +188,8 @@ class Scheduler:
                                      attempt=step.state.attempt, device=event.device,
                                      node=dict(event.node))
         if isinstance(event, Progress):
+            if isinstance(event.total, int) and event.total > 0:
+                step.state.items = event.total        # what halve_batch needs to know
             self.events.emit("on_step_progress", run_id=self.run_id, step=step.info,
                              done=event.done, total=event.total, unit=event.unit)
         elif isinstance(event, Log):
@@ -445,7 +460,7 @@ class Scheduler:
             dependent.waiting_on -= 1
             if dependent.waiting_on == 0:
                 self.unblocked.append(sid)
-        if status in ("failed", "skipped", "cancelled") and reason:
+        if status in ("failed", "skipped") and reason:
             line = step.planned.block_line or step.planned.line
             where = f"{self.plan.path or '<document>'}" + (f":{line}" if line else "")
             self.problems.append(f"{where}: step {step.planned.id!r}: {status}: {reason}")
@@ -455,9 +470,9 @@ class Scheduler:
             self._announce(step, status)
 
     def _announce(self, step: StepRun, status: str) -> None:
-        if status in ("skipped", "cancelled"):
+        if status == "skipped":
             self.events.emit("on_step_skipped", run_id=self.run_id, step=step.info,
-                             reason=step.reason or "", status=status)
+                             reason=step.reason or "")
         else:
             self.events.emit("on_step_finished", run_id=self.run_id, step=step.info,
                              status=status, attempts=step.attempts,
@@ -469,8 +484,7 @@ class Scheduler:
                                  params=dict(s.state.params), output=s.output, reason=s.reason,
                                  error=s.error)
                  for sid, s in self.steps.items()}
-        status = run_status(steps, stopped=bool(self.stopping),
-                            interrupted=self.interrupted is not None)
+        status = run_status(steps, stopped=bool(self.stopping), interrupted=self.interrupted)
         sinks = [sid for sid in self.plan.sinks() if steps[sid].status in ("succeeded", "cached")]
         output = (steps[sinks[0]].output if len(sinks) == 1
                   else {sid: steps[sid].output for sid in sinks})

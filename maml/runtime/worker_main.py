@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -204,6 +205,9 @@ def worker_main(conn: Any, worker_id: str, preload: tuple[str, ...] = (),
     """Entry point of the spawned process: its own session, a subreaper, dies with its
     parent; `token` marks everything it starts (maml.runtime.proctree)."""
     os.setsid()                      # a terminal's Ctrl-C reaches the parent only
+    # SIGINT sent to us anyway is the parent's to act on; a handler (not SIG_IGN) so the
+    # programs a step execs get the default back
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     proctree.become_subreaper()
     proctree.die_with_parent()
     if token:

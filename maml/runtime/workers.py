@@ -38,6 +38,7 @@ class WorkerProcess:
     def __init__(self, mp: Any, worker_id: str) -> None:
         self.id = worker_id
         self.token = f"{os.getpid()}-{worker_id}-{secrets.token_hex(8)}"
+        proctree.start_guardian(f"{os.getpid()}-")
         self.conn, child_conn = mp.Pipe(duplex=True)
         self.process = mp.Process(target=worker_main, name=f"maml-{worker_id}",
                                   args=(child_conn, worker_id, PRELOADED_KINDS, self.token),

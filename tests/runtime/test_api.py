@@ -119,3 +119,42 @@ def test_a_fresh_run_without_resume_runs_everything_again(runner, tmp_path, monk
     doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": COUNTING})
     assert runner.run(doc).run_id != runner.run(doc).run_id
     assert _executions(log) == ["a", "a"]
+
+
+def test_a_session_reuses_its_warm_workers_across_runs(runner, tmp_path):
+    import maml
+
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]},
+                           {"a": "import os\nresult = os.getpid()"})
+    with maml.Session(workers=1) as session:
+        first = session.run(doc, state_dir=str(tmp_path / "s"), graph=False)
+        started = session.backend.pool.started
+        second = maml.run(doc, session=session, state_dir=str(tmp_path / "s"), graph=False)
+        assert second.output == first.output              # the same worker process ran both
+        assert session.backend.pool.started == started    # and no new one was started
+    assert session.closed and not session.backend.pool.all_processes()
+    with pytest.raises(UsageError, match="closed"):
+        session.run(doc)
+
+
+def test_the_public_surface_is_exactly_all():
+    import maml
+
+    assert sorted(maml.__all__) == sorted(["Diagnostic", "Document", "MamlError", "RunResult",
+                                           "Session", "__version__", "graph", "load", "parse",
+                                           "run", "validate"])
+    for name in maml.__all__:
+        assert getattr(maml, name) is not None
+    public = {n for n in dir(maml) if not n.startswith("_")} - {"annotations", "importlib",
+                                                                 "TYPE_CHECKING", "Any", "api"}
+    assert public <= set(maml.__all__) | {"errors", "document", "runtime", "vocabulary",
+                                          "kinds", "schemas", "paths"}
+
+
+def test_validate_takes_a_document_or_a_path_and_nothing_else(runner):
+    import maml
+
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"})
+    assert maml.validate(doc) == maml.validate(doc.path)
+    with pytest.raises(TypeError, match="Document or the path"):
+        maml.validate(42)

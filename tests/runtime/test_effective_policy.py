@@ -9,7 +9,7 @@ def test_no_declarations_gives_the_hardware_class_defaults():
     cuda = effective_policy(None, None, "cuda")
     assert cuda == default_policy("cuda")
     assert cuda.on["oom"] == DEFAULT_CHAINS["cuda"]["oom"]
-    assert effective_policy(None, None, "cpu").on["oom"] == ("retry", "halve_batch")
+    assert effective_policy(None, None, "cpu").on["oom"] == ("halve_batch",)
     assert (cuda.retries, cuda.timeout, cuda.heartbeat_timeout) == (3, 600.0, 60.0)
     assert (cuda.max_errors, cuda.breaker_failures, cuda.breaker_cooldown) == (20, 3, 60.0)
 
@@ -34,7 +34,7 @@ def test_policy_is_hashable_printable_and_serialisable():
     b = effective_policy(None, {"retries": 2}, "cpu")
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert "retries=2" in repr(a)
-    assert a.to_dict()["on"]["oom"] == ["retry", "halve_batch"]
+    assert a.to_dict()["on"]["oom"] == ["halve_batch"]
     assert a.to_dict()["backoff"] == {"initial": 0.5, "max": 30.0, "factor": 2.0, "jitter": 0.1}
 
 

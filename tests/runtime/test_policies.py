@@ -221,3 +221,77 @@ def test_public_names_are_complete_and_importable():
         name for name, value in vars(policies).items()
         if not name.startswith("_") and not inspect.ismodule(value))
     assert all(hasattr(policies, name) for name in policies.__all__)
+
+
+# -- the one error-class table ------------------------------------------------------------
+
+def test_every_error_fact_is_a_view_of_the_one_table():
+    from maml import vocabulary as v
+    from maml.runtime.policies import WORKER_FATAL
+
+    assert v.ERROR_CLASSES == tuple(v.ERRORS)
+    assert WORKER_FATAL is v.WORKER_FATAL
+    for name, entry in v.ERRORS.items():
+        assert (name in v.NEVER_RETRIED, name in v.WORKER_FATAL, name in v.DEVICE_ERRORS,
+                name in v.INJECTABLE_ERRORS) == (entry.never_retried, entry.kills_worker,
+                                                 entry.device_fault, entry.injectable)
+        for hardware in v.HARDWARE_CLASSES:
+            assert default_policy(hardware).on[name] == entry.chain(hardware)
+
+
+def _rows(error_class: str, device_class: str, count: int = 3):
+    from maml.graph.index import ErrorRow
+
+    device = "cuda:0" if device_class == "cuda" else "cpu"
+    return [ErrorRow(i, f"run{i}", "s", "python", error_class, "X", device, device_class,
+                     "w1", False, float(i)) for i in range(count)]
+
+
+@pytest.mark.parametrize("hardware", ["cuda", "cpu"])
+@pytest.mark.parametrize("error_class", ERROR_CLASSES)
+def test_graph_patterns_recommend_what_the_engine_does_first(hardware, error_class):
+    """With no recovery observed yet, `maml graph patterns` recommends the first action the
+    engine's default policy takes for that failure on that hardware."""
+    from types import SimpleNamespace
+
+    from maml.graph.patterns import find_patterns
+
+    index = SimpleNamespace(errors=_rows(error_class, hardware), recoveries=[],
+                            recovery_result={})
+    found = {p["type"]: p for p in find_patterns(index)}
+    engine_first = default_policy(hardware).on[error_class][0]
+    assert found["error_class"]["recommended_action"] == engine_first
+
+
+def test_user_errors_are_not_retried_by_default_but_a_policy_may_ask():
+    state = AttemptState("s", device="cpu")
+    assert decide(default_policy("cpu"), state, error("user_error", "cpu"), devices=["cpu"],
+                  rng=random.Random(0)).give_up
+    retrying = policy({"user_error": ["retry"]}, "cpu")
+    assert decide(retrying, AttemptState("s", device="cpu"), error("user_error", "cpu"),
+                  devices=["cpu"], rng=random.Random(0)).another_attempt
+
+
+def test_on_the_cpu_two_ooms_take_batch_64_to_16():
+    state = AttemptState("s", params={"batch_size": 64}, device="cpu")
+    run_failures(default_policy("cpu"), state, ["oom", "oom"], devices=("cpu",))
+    assert state.params == {"batch_size": 16} and state.attempt == 3
+
+
+def test_halve_batch_from_past_the_item_count_jumps_below_it():
+    state = AttemptState("s", params={"batch_size": 1_000_000}, device="cpu", items=24_576)
+    decisions = run_failures(default_policy("cpu"), state, ["oom", "oom"], devices=("cpu",))
+    assert [d.changes for d in decisions] == [{"batch_size": [1_000_000, 16_384]},
+                                              {"batch_size": [16_384, 8_192]}]
+
+
+@given(batch=st.integers(1, 10**7), items=st.integers(1, 10**6))
+def test_every_halving_shrinks_the_effective_batch(batch, items):
+    """An OOM retried with the same effective batch (min of batch and items) is wasted."""
+    state = AttemptState("s", params={"batch_size": batch}, device="cpu", items=items)
+    decision = run_failures(default_policy("cpu"), state, ["oom"], devices=("cpu",))[0]
+    if min(batch, items) > 1:
+        assert min(state.params["batch_size"], items) < min(batch, items)
+        assert state.params["batch_size"] >= 1
+    else:
+        assert decision.action == "retry"       # nothing left to halve: past the chain

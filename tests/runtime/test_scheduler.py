@@ -119,7 +119,7 @@ def test_invalid_input_is_never_retried(runner, events):
 
 
 def test_on_exhausted_skip_skips_downstream_and_the_run_is_partial(runner):
-    doc = runner.write_doc({"pipeline": [
+    doc = runner.write_doc({"policy": {"on": {"user_error": ["retry"]}}, "pipeline": [
         {"id": "a", "block": "a", "policy": {"retries": 1, "on_exhausted": "skip"}},
         {"id": "b", "block": "b", "needs": ["a"]},
         {"id": "c", "block": "c", "needs": ["b"]},
@@ -155,7 +155,8 @@ def test_on_exhausted_fail_fails_the_run_and_skips_the_rest(runner):
 
 
 def test_max_errors_stops_the_run(runner):
-    doc = runner.write_doc({"policy": {"retries": 10, "max_errors": 2},
+    doc = runner.write_doc({"policy": {"retries": 10, "max_errors": 2,
+                                       "on": {"user_error": ["retry"]}},
                             "pipeline": [{"id": "a", "block": "a"}]}, {"a": ALWAYS_FAILS})
     result = runner.run(doc)
     assert result.status == "failed"

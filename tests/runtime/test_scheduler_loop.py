@@ -7,13 +7,13 @@ The same scheduler runs on real workers in test_scheduler.py.
 
 from __future__ import annotations
 
-import signal
+import threading
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from maml.runtime.backend import Alive, Failed, Handle, Lost, Started, Succeeded
+from maml.runtime.backend import Alive, Failed, Handle, Lost, Progress, Started, Succeeded
 from maml.runtime.checkpoint import RunStore
 from maml.runtime.classify import synthetic_error
 from maml.runtime.clock import FakeClock
@@ -34,6 +34,7 @@ class ScriptedBackend:
         self.calls: Counter[str] = Counter()
         self.cancelled: list[str] = []
         self.on_poll: Any = None
+        self.totals: dict[str, int] = {}      # step -> item count its kind reports
         self.started: set[int] = set()
         self._ids = 0
 
@@ -65,6 +66,8 @@ class ScriptedBackend:
                 continue
             del self.in_flight[hid]
             events += [Started(handle, pid=1000 + hid), Alive(handle)]
+            if handle.step_id in self.totals:
+                events.append(Progress(handle, 0, self.totals[handle.step_id], "items"))
             if outcome == "ok":
                 events.append(Succeeded(handle, {"step": handle.step_id,
                                                  "params": request.step.params}, 0.0))
@@ -217,9 +220,12 @@ def test_an_interrupt_cancels_the_attempts_in_flight_and_the_rest(runner):
     front = {"pipeline": [{"id": "long", "block": "s"}, {"id": "next", "block": "s",
                                                         "needs": ["long"]}]}
     scheduler, backend, events, _ = _scheduler(runner, front, {"long": ["silent"]})
-    backend.on_poll = lambda b: scheduler.interrupt(signal.SIGTERM)
+    stop = threading.Event()
+    scheduler.stop = stop
+    backend.on_poll = lambda b: stop.set()          # as the CLI's SIGTERM handler does
     result = scheduler.run()
-    assert result.status == "interrupted" and result.interrupted_by == "interrupted by SIGTERM"
+    assert result.status == "interrupted"
+    assert result.interrupted_by == "the run was interrupted"
     assert backend.cancelled == ["long"]
     assert {s.status for s in result.steps.values()} == {"cancelled"}
     assert result.steps["long"].attempts == 1 and result.steps["next"].attempts == 0
@@ -235,3 +241,12 @@ def test_steps_are_announced_finished_only_after_the_turns_flush(runner):
     assert finished == ["s0", "s1", "s2"]
     # each flush happened before the steps it made durable were announced
     assert flushed[:3] == [0, 1, 2]
+
+
+def test_halve_batch_uses_the_item_count_the_kind_reported(runner):
+    front = {"policy": {"backoff": {"initial": 0}},
+             "pipeline": [{"id": "s", "block": "s", "params": {"batch_size": 100_000}}]}
+    scheduler, backend, _, _ = _scheduler(runner, front, {"s": ["oom", "oom"]})
+    backend.totals["s"] = 100
+    assert scheduler.run().status == "succeeded"
+    assert [p["batch_size"] for _, _, p, _ in backend.submitted] == [100_000, 64, 32]

@@ -253,3 +253,39 @@ def test_a_step_holding_the_gil_past_its_heartbeat_timeout_is_alive_not_hung(run
     result = runner.run(doc, observers=[events])
     assert events.of("on_attempt_failed") == []
     assert result.status == "succeeded" and result.steps["re"].output > 2.0
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_maml_killed_mid_run_leaves_no_grandchild(tmp_path, sig):
+    import signal
+    import subprocess
+
+    pidfile = tmp_path / "slow"
+    (tmp_path / "doc.maml.md").write_text(
+        "---\nmaml_version: '1.0'\npermissions: {execute: true}\n---\n# d\n\n"
+        "## Code_Blocks\n\n```python {id=slow}\nimport subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(child.pid))\ntime.sleep(120)\n```\n")
+    run = subprocess.Popen([sys.executable, "-m", "maml", "run", "doc.maml.md", "--no-graph",
+                            "--quiet"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        pid, = _pids(tmp_path, ["slow"], timeout=60)
+        run.send_signal(getattr(signal, sig))
+        assert run.wait(timeout=60) != 0
+    finally:
+        run.kill()
+    assert _gone([pid]) == []
+
+
+def test_clear_cache_returns_what_the_kind_cached(worker, tmp_path):
+    keep = "ctx.cache['big'] = b'x' * (300 * 2**20)\nresult = 1"
+    worker.send(("attempt", request(keep, tmp_path)))
+    assert outcome(worker)[:2] == ("result", "1")
+    rss = "import psutil\nresult = psutil.Process().memory_info().rss"
+    worker.send(("attempt", request(rss, tmp_path, attempt=2)))
+    held = int(outcome(worker)[1])
+    worker.send(("release",))
+    worker.send(("attempt", request(rss, tmp_path, attempt=3)))
+    kind, after, seen = outcome(worker)
+    assert "released" in seen and held - int(after) > 250 * MiB

@@ -142,6 +142,10 @@ class LocalBackend:
     def capacity(self, device: str) -> int:
         return self.pool.capacity(device)
 
+    def add_slots(self, slots: Mapping[str, int]) -> None:
+        """Slots for devices found after the backend started (GPUs; a Session's next run)."""
+        self.pool.slots.update(slots)
+
     def submit(self, request: Any) -> Handle:
         device = request.device.id
         worker = self.pool.acquire(device)

@@ -35,6 +35,7 @@ class Situation:
     device: str
     devices: tuple[str, ...]          # ids available to the step now (breakers already applied)
     avoid: frozenset[str] = frozenset()   # devices this step already failed on
+    items: int | None = None          # how many items the step processes, if its kind said
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +101,17 @@ class HalveBatch(Action):
     repeats: ClassVar[bool] = True
 
     def apply(self, situation: Situation) -> Effect | None:
+        """Half the batch; from a batch at or above the step's item count (every item in
+        one batch already), the largest power of two below that count, so no attempt
+        repeats the same effective batch."""
         for key in BATCH_KEYS:
             value = situation.params.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
+                items = situation.items
+                if items is not None and value >= items:
+                    if items <= 1:
+                        return None           # one item: no smaller batch exists
+                    return _with_param(situation, key, 1 << (items - 1).bit_length() - 1)
                 return _with_param(situation, key, value // 2) if value > 1 else None
         return None
 

@@ -40,10 +40,7 @@ from typing import Any
 from maml.runtime.events import ErrorInfo
 from maml.runtime.policies.actions import ACTIONS, Effect, NextDevice, Situation
 from maml.runtime.policies.policy import Policy
-from maml.vocabulary import ERROR_CLASSES, NEVER_RETRIED
-
-#: error classes after which the worker process must not be reused
-WORKER_FATAL: frozenset[str] = frozenset({"timeout", "hang", "worker_lost", "cuda_error"})
+from maml.vocabulary import ERROR_CLASSES, NEVER_RETRIED, WORKER_FATAL
 
 
 @dataclass
@@ -58,6 +55,7 @@ class AttemptState:
     errors: list[ErrorInfo] = field(default_factory=list)
     chain_position: dict[str, int] = field(default_factory=dict)
     retries_used: int = 0
+    items: int | None = None                           # the item count its kind reported
 
     def advance(self, error: ErrorInfo, decision: Decision) -> None:
         """Record a failed attempt and the decision taken on it (executor only)."""
@@ -102,7 +100,7 @@ def decide(policy: Policy, state: AttemptState, error: ErrorInfo, *,
         return _stop(state, error_class, "fail", give_up=True,
                      reason=f"{error_class} is never retried")
     situation = Situation(params=state.params, device=state.device, devices=tuple(devices),
-                          avoid=frozenset(_failed_devices(state, error)))
+                          avoid=frozenset(_failed_devices(state, error)), items=state.items)
     action, effect, position = _walk_chain(policy.chain(error_class),
                                            state.chain_position.get(error_class, 0), situation)
     if effect.skip or effect.give_up:

@@ -6,10 +6,8 @@ the graph stores `policy.to_dict()` with the step. It is built by
 (DESIGN §2); this module only says what a policy holds and what it is by default.
 
 `on` maps an error class to its ordered recovery chain (DESIGN §4; `decide` walks it).
-`DEFAULT_CHAINS` is the whole default table, per hardware class, in one place. It follows
-the seeds' practice: on a GPU, free memory before degrading the work, degrade it before
-moving it, and move to another GPU before the CPU; a sticky CUDA fault needs a new worker
-process first; on a CPU, retry first and then shrink the batch.
+`DEFAULT_CHAINS`, the default table per hardware class, is a view of the one error-class
+table, maml.vocabulary.ERRORS, which says why each chain is what it is.
 """
 
 from __future__ import annotations
@@ -19,42 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maml.runtime.policies.backoff import Backoff
-from maml.vocabulary import ERROR_CLASSES, ON_EXHAUSTED, RECOVERY_ACTIONS
-
-HARDWARE_CLASSES: tuple[str, ...] = ("cuda", "cpu")
-
-_NEVER = ("fail",)   # invalid_input, permission, dependency_missing: decide never retries them
-
-DEFAULT_CHAINS: dict[str, dict[str, tuple[str, ...]]] = {
-    "cuda": {
-        "oom": ("clear_cache", "halve_batch", "lower_precision", "next_device", "cpu"),
-        "cuda_error": ("restart_worker", "next_device", "cpu"),
-        "device_unavailable": ("next_device", "cpu"),
-        "timeout": ("restart_worker", "retry"),
-        "hang": ("restart_worker", "next_device", "cpu"),
-        "worker_lost": ("restart_worker", "retry"),
-        "transient": ("retry",),
-        "user_error": ("retry",),
-        "unknown": ("retry",),
-        "invalid_input": _NEVER,
-        "permission": _NEVER,
-        "dependency_missing": _NEVER,
-    },
-    "cpu": {
-        "oom": ("retry", "halve_batch"),
-        "cuda_error": ("restart_worker", "retry"),
-        "device_unavailable": ("retry",),
-        "timeout": ("restart_worker", "retry"),
-        "hang": ("restart_worker", "retry"),
-        "worker_lost": ("restart_worker", "retry"),
-        "transient": ("retry",),
-        "user_error": ("retry",),
-        "unknown": ("retry",),
-        "invalid_input": _NEVER,
-        "permission": _NEVER,
-        "dependency_missing": _NEVER,
-    },
-}
+from maml.vocabulary import (DEFAULT_CHAINS, ERROR_CLASSES, HARDWARE_CLASSES, ON_EXHAUSTED,
+                             RECOVERY_ACTIONS)
 
 #: every other default, the same for both hardware classes
 DEFAULTS: dict[str, Any] = {

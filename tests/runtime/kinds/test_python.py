@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from maml.errors import DocumentError
 from maml.runtime.classify import headline
 
 
@@ -56,17 +59,31 @@ def test_dataclasses_defined_in_a_block_work(runner):
     assert runner.run(doc).steps["a"].output == {"x": 3}
 
 
-def test_a_block_that_does_not_compile_is_invalid_input_and_never_retried(runner, events):
+def test_a_block_that_does_not_compile_is_refused_before_the_run(runner):
     doc = runner.write_doc({"policy": {"retries": 3}, "pipeline": [{"id": "a", "block": "a"}]},
                            {"a": "x = 1\ndef run(inputs:\n    return 1"})
-    result = runner.run(doc, observers=[events])
-    failures = events.of("on_attempt_failed")
-    assert len(failures) == 1 and result.steps["a"].attempts == 1
-    error = failures[0]["error"]
-    bad_line = doc.source.splitlines().index("def run(inputs:") + 1
-    assert error.error_class == "invalid_input"
-    assert "does not compile" in error.message and "SyntaxError" in error.message
-    assert headline(error).endswith(f"at {doc.path}:{bad_line} (block compile)")
+    with pytest.raises(DocumentError, match="does not compile"):
+        runner.run(doc)
+
+
+def test_in_the_worker_a_block_that_does_not_compile_is_invalid_input(tmp_path):
+    """What a worker answers if such a block reaches it anyway (a plugin kind, the API)."""
+    import multiprocessing
+
+    from maml.runtime.workers import WorkerProcess
+    from worker_helpers import outcome, request
+
+    worker = WorkerProcess(multiprocessing.get_context("spawn"), "t")
+    try:
+        body = "x = 1\ndef run(inputs:\n    return 1"
+        worker.send(("attempt", request(body, tmp_path)))
+        kind, error, _ = outcome(worker)
+    finally:
+        worker.stop()
+    assert kind == "error" and error.error_class == "invalid_input"
+    assert "SyntaxError" in error.message
+    assert error.context["location"]["line"] == 2       # the block starts at line 1 here
+    assert error.context["location"]["in"] == "block compile"
 
 
 def test_sys_exit_in_a_block_says_so(runner, events):
