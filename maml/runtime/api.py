@@ -26,6 +26,7 @@ from maml.runtime.plan import Plan, build_plan, check_input
 from maml.runtime.policies import effective_policy
 from maml.runtime.clock import Clock
 from maml.runtime.devices.book import DeviceBook
+from maml.runtime.executors.select import workers_per_gpu
 from maml.runtime.result import RunResult
 from maml.runtime.scheduler import Scheduler
 
@@ -55,7 +56,8 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
         scheduler_ref: list[Scheduler] = []
         if own_monitor:
             monitor = _health_monitor(doc, inventory, broadcaster, scheduler_ref)
-        devices = DeviceBook(inventory, monitor)
+        devices = DeviceBook(inventory, monitor, workers_per_gpu=workers_per_gpu(
+            doc.meta.get("executor"), backend))
         if hasattr(backend, "add_slots"):
             backend.add_slots(devices.slots(workers or default_workers()))
         run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
