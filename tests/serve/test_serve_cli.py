@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, doc
+from serve_helpers import ROOT, doc
 
 QUICK = doc("- {id: only, block: only}", {"only": "def run(inputs, params, ctx):\n"
                                                    "    return params.get('x', 0) + 1"})
