@@ -27,6 +27,10 @@ attempt starts. Backoff is 0; maml runs these with workers=1, so a killed worker
 replaced by a new process before the retry can start.
 
 Ray and Prefect must only run in a network namespace with loopback alone (the command above).
+
+`--scaling` instead measures the scheduler's growth against ProcessPoolExecutor (the floor)
+at --sizes steps, chain and fan-out, with peak RSS of parent and workers; chain-50 in a warm
+`maml.Session` against warm Ray; and a cold one-step `maml run` (bench/scaling.py).
 """
 
 from __future__ import annotations
@@ -321,7 +325,16 @@ def main() -> None:
     parser.add_argument("--child-timeout", type=int, default=1800)
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="also print the raw timings")
+    parser.add_argument("--scaling", action="store_true",
+                        help="scaling rows against the process floor (bench/scaling.py)")
+    parser.add_argument("--sizes", default="10,100,1000,10000",
+                        help="--scaling: step counts, comma-separated")
     args = parser.parse_args()
+    if args.scaling:
+        from scaling import report
+
+        print(report([int(n) for n in args.sizes.split(",")], args.repeats))
+        return
     if args.child:
         print(json.dumps(measure_system(args.child, args.repeats, args.repeats_500)))
         return

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "Check documents against the schemas; diagnostics with file:line:col."),
     "schema": ("schema", "Print a JSON Schema shipped with maml (or list them)."),
     "run": ("run", "Run a document's pipeline under its fault-tolerance policy."),
+    "runs": ("runs", "List, show and clean the runs kept under the state dir."),
     "graph": ("graph", "Query, verify, export and report the signed error graph."),
     "keys": ("keys", "Your signing key and the keys you trust: init, rotate, trust, revoke."),
     "sign": ("sign", "Sign a document: a detached DSSE signature DOC.sig."),

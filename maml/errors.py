@@ -4,7 +4,8 @@
     ├── UsageError                 bad command line or API arguments         exit 2
     ├── DocumentError              the document cannot be used (diagnostics)  exit 1
     ├── RefusedError               permissions or a signature refuse the run  exit 3
-    ├── RunFailed                  a run ended failed                         exit 1
+    ├── KindError                  a step kind is unknown or its plugin broken exit 1
+    ├── RunFailed                  RunResult.raise_for_status(): not succeeded exit 1
     ├── GraphError                 the error graph cannot be read or written  exit 1
     │   └── VerifyError            a node's hash, link or signature is bad    exit 1
     └── StepFailure                raised inside a step; carries error_class  exit 1
@@ -12,6 +13,7 @@
         ├── CudaFault              error_class "cuda_error"
         ├── DeviceUnavailable      error_class "device_unavailable"
         ├── TransientError         error_class "transient"
+        ├── CommandFailed          error_class "user_error"      (a shell step's non-zero exit)
         ├── InvalidInput           error_class "invalid_input"   (never retried)
         ├── PermissionRefused      error_class "permission"      (never retried)
         └── MissingDependency      error_class "dependency_missing" (never retried)
@@ -69,8 +71,21 @@ class RefusedError(MamlError):
     exit_code = 3
 
 
+class KindError(MamlError):
+    """A step kind that is not registered, or whose plugin cannot be loaded."""
+
+    code = "MAML-E020"
+
+
 class RunFailed(MamlError):
+    """A run that did not succeed, raised by `RunResult.raise_for_status()`; `result` is
+    the RunResult (its steps say what failed)."""
+
     code = "MAML-E200"
+
+    def __init__(self, message: str, *, result: object = None, **where: object) -> None:
+        super().__init__(message, **where)  # type: ignore[arg-type]
+        self.result = result
 
 
 class GraphError(MamlError):
@@ -106,6 +121,13 @@ class DeviceUnavailable(StepFailure):
 class TransientError(StepFailure):
     code = "MAML-E504"
     error_class = "transient"
+
+
+class CommandFailed(StepFailure):
+    """A shell step's command exited non-zero (its own failure: a user error)."""
+
+    code = "MAML-E510"
+    error_class = "user_error"
 
 
 class InvalidInput(StepFailure):

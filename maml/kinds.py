@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
-from maml.errors import MamlError
+from maml.errors import KindError  # noqa: F401 - defined in the one tree, maml.errors
 
 ENTRY_POINT_GROUP = "maml.kinds"
 
@@ -92,9 +92,18 @@ class Kind(ABC):
         """Called on `clear_cache` recovery: drop cached state (e.g. free GPU memory)."""
         ctx.cache.clear()
 
+    @classmethod
+    def reads(cls, step: StepSpec) -> list[str]:
+        """Files or directories the step reads besides its inputs (a model directory, a
+        video source), relative to `step.doc_dir`; called in the parent. Their content is
+        part of the step's cache key (maml.runtime.world)."""
+        return []
 
-class KindError(MamlError):
-    code = "MAML-E020"
+    @classmethod
+    def writes(cls, step: StepSpec, output: Any) -> list[str]:
+        """Files the step wrote (a sink), as its output names them; a resumed run reuses
+        the step only while they are there unaltered (maml.runtime.world)."""
+        return []
 
 
 @lru_cache(maxsize=1)

@@ -68,7 +68,7 @@ def test_json_result_exit_0_and_the_run_id_on_stderr(tmp_path):
     assert step["attempts"] == 3 and step["params"]["batch_size"] == 32
     first_line = done.stderr.splitlines()[0]
     assert first_line == f"maml: run {result['run_id']}"
-    assert (tmp_path / ".maml" / "runs" / result["run_id"] / "steps" / "train.json").is_file()
+    assert (tmp_path / ".maml" / "runs" / result["run_id"] / "steps.log").is_file()
 
 
 def test_without_json_stdout_is_the_final_output(tmp_path):

@@ -102,6 +102,13 @@ def _describe(node: dict[str, Any]) -> str:
         of = node.get("of")
         what = node.get("step") if of in ("step", "attempt") else node.get("run")
         return f"  {of} {what} {node.get('status')}"
+    if kind == "artifact":   # an array a step wrote (maml.runtime.artifacts)
+        return (f"  artifact {str(node.get('sha256'))[:12]} {node.get('dtype')}"
+                f"{node.get('shape')} {node.get('bytes')} bytes from {node.get('step')} "
+                f"#{node.get('attempt')}")
+    if kind == "input":
+        return (f"  artifact {str(node.get('sha256'))[:12]} read by {node.get('step')} "
+                f"#{node.get('attempt')}")
     if kind == "step":
         return f"step {node.get('step')} ({node.get('kind')})"
     if kind == "run":

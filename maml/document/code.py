@@ -112,7 +112,10 @@ def _defined_names(body: str) -> frozenset[str]:
     """Names the block binds at module level (functions, classes, assignments, imports),
     looking into if/try/with/for bodies but not into functions or classes."""
     names: set[str] = set()
-    stack: list[Any] = list(ast.parse(body).body)
+    try:
+        stack: list[Any] = list(ast.parse(body).body)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return frozenset(_ENTRY_POINTS)   # _syntax_error reports it; claim nothing missing
     while stack:
         node = stack.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

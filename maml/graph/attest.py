@@ -2,7 +2,7 @@
 the maml key, that anyone can check with securesystemslib or any in-toto verifier.
 
     {"_type": "https://in-toto.io/Statement/v1",
-     "subject": [{"name": "steps/train.json", "digest": {"sha256": "..."}}, ...],
+     "subject": [{"name": "steps.log", "digest": {"sha256": "..."}}, ...],
      "predicateType": "https://maml.dev/attestation/run/v1",
      "predicate": {"run": ..., "status": ..., "document": {"uri", "digest": {"sha256"}},
                    "signer": KEY_ID | null, "steps": [...], "attempts": N,

@@ -157,8 +157,9 @@ class _Reader:
     def _header(self, raw: bytes) -> None:
         try:
             header = json.loads(raw)
-            assert header["format"] == store.FORMAT
-        except (ValueError, KeyError, AssertionError, TypeError):
+            if header["format"] != store.FORMAT:    # not assert: it vanishes under -O
+                raise ValueError(header["format"])
+        except (ValueError, KeyError, TypeError):
             self.problem(1, None, "not a maml graph header (format maml-graph/1)")
             raise _Stop from None
         self.log_id, self.chain = header["log"], store.header_chain(raw)

@@ -82,9 +82,10 @@ class Recorder(Observer):
         self._errors: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
         self._recoveries: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
         self._attempt_devices: dict[str, dict[tuple[str, int], DeviceRef]] = defaultdict(dict)
+        self._artifacts: dict[str, dict[str, str]] = defaultdict(dict)   # sha256 -> node
         self._documents: dict[str, str | None] = {}
         self._per_run = (self._steps, self._attempts, self._errors, self._recoveries,
-                         self._attempt_devices)
+                         self._attempt_devices, self._artifacts)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -223,6 +224,33 @@ class Recorder(Observer):
             self._add("checkpoint", [["checkpointed", attempt_node]] if attempt_node else [],
                       run=run_id, step=step.id, attempt=attempt, digest=digest, size=size,
                       t=self._now())
+
+    def on_artifacts(self, *, run_id: str, step: StepInfo, attempt: int,
+                     produced: list[dict[str, Any]], consumed: list[dict[str, Any]],
+                     **_: Any) -> None:
+        """Provenance of arrays: an `artifact` node (sha256, dtype, shape, bytes) linked to
+        the attempt that wrote it (the step, when reused from a resumed run), and an `input`
+        node per artifact an attempt read, linked to both."""
+        with self._lock:
+            by = self._attempts[run_id].get((step.id, attempt)) or self._step(run_id, step)
+            for ref in produced:
+                self._artifact(run_id, ref, by, step.id, attempt)
+            for ref in consumed:
+                node = self._artifact(run_id, ref, None, None, None)
+                self._add("input", [["consumed", node], ["input_of", by]], run=run_id,
+                          step=step.id, attempt=attempt, sha256=ref.get("$artifact"),
+                          t=self._now())
+
+    def _artifact(self, run_id: str, ref: dict[str, Any], by: str | None, step: str | None,
+                  attempt: int | None) -> str:
+        sha, known = str(ref.get("$artifact")), self._artifacts[run_id]
+        if sha not in known:
+            known[sha] = self._add(
+                "artifact", [["produced", by]] if by else [], run=run_id, step=step,
+                attempt=attempt, sha256=sha, dtype=str(ref.get("dtype")),
+                shape=canonical.normalise(ref.get("shape")), bytes=ref.get("bytes"),
+                t=self._now())
+        return known[sha]
 
     def on_step_finished(self, *, run_id: str, step: StepInfo, status: str, attempts: int,
                          output_digest: str | None, **_: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 NODE_TYPES: tuple[str, ...] = (
     "run", "step", "attempt", "error", "recovery", "outcome", "device", "checkpoint", "health",
-    "placement", "device_decision",
+    "placement", "device_decision", "artifact", "input",
 )
 
 #: label -> True where the edge points from the linked (earlier) node to the new node
@@ -28,6 +28,9 @@ EDGE_FROM_LINKED: dict[str, bool] = {
     "placed": True,         # attempt -> placement (where a backend really ran it: node, GPU)
     "decided": True,        # step -> device_decision (a device passed over, or none left)
     "ran_on": False,        # attempt -> device
+    "produced": True,       # attempt (or cached step) -> artifact
+    "consumed": True,       # artifact -> input (one use of it)
+    "input_of": False,      # input -> the attempt that read it
 }
 
 

@@ -26,6 +26,7 @@ from maml.runtime.plan import Plan, build_plan, check_input
 from maml.runtime.policies import effective_policy
 from maml.runtime.clock import Clock
 from maml.runtime.devices.book import DeviceBook
+from maml.runtime.executors.select import workers_per_gpu
 from maml.runtime.result import RunResult
 from maml.runtime.scheduler import Scheduler
 
@@ -55,7 +56,8 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
         scheduler_ref: list[Scheduler] = []
         if own_monitor:
             monitor = _health_monitor(doc, inventory, broadcaster, scheduler_ref)
-        devices = DeviceBook(inventory, monitor)
+        devices = DeviceBook(inventory, monitor, workers_per_gpu=workers_per_gpu(
+            doc.meta.get("executor"), backend))
         if hasattr(backend, "add_slots"):
             backend.add_slots(devices.slots(workers or default_workers()))
         run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
@@ -244,14 +246,17 @@ def _store(doc: Document, state_dir: str | os.PathLike[str],
            resume: bool | str | None) -> tuple[RunStore, bool]:
     document = os.path.abspath(doc.path) if doc.path else None
     digest = hashlib.sha256(doc.source.encode("utf-8")).hexdigest()
+    run_id = None
     if resume:
         run_id = latest_run(state_dir, document) if resume is True else str(resume)
-        if run_id is not None:
-            store = RunStore(state_dir, run_id)
-            if store.manifest() is None:
-                raise UsageError(f"--resume {run_id}: no such run under {state_dir}/runs")
-            return store, True
-    return RunStore.create(state_dir, document, digest), False
+    if run_id is None:
+        store = RunStore.create(state_dir, document, digest)
+        store.lock()
+        return store, False
+    store = RunStore.open(state_dir, run_id, document)   # a maml run id of this document
+    store.lock()                                         # "being resumed by pid N"
+    store.clean_temp()                                   # what a killed run left behind
+    return store, True
 
 
 def _output_problem(doc: Document, output: Any) -> str | None:

@@ -1,50 +1,46 @@
-"""Run state on disk: committed step outputs, step checkpoints, resume (DESIGN §4).
+"""Step checkpoints, cache keys and run ids (the run store itself is maml.runtime.store).
 
-Layout under the state dir (`.maml/` in the current directory by default):
-
-    runs/<run_id>/manifest.json       the run: document path and digest, when it started
-    runs/<run_id>/steps/<step>.json   a finished step: cache key, output, sha256 of the output
-    runs/<run_id>/state/<step>.json   the latest ctx.checkpoint(state) of a running step
-
-Every file is written atomically (temp file in the same directory, fsync, os.replace, fsync
-of the directory), so a run killed with SIGKILL at any moment leaves each file either whole
-or absent, never torn: the run dir is always readable, and a step whose file exists is
-committed. A file that fails its own hash check is treated as absent (the step runs again).
+Every file here is written atomically (temp file in the same directory, fsync, os.replace,
+fsync of the directory), so a run killed with SIGKILL at any moment leaves each file either
+whole or absent, never torn. A file that fails its own hash check is treated as absent.
 
 A step's cache key is sha256 over (kind, block body, resolved params, input digests): a
-resumed run reuses a committed output only when all four are unchanged.
+resumed run reuses a committed output only when all four are unchanged. All hashing goes
+through maml's one canonical-JSON encoder, `maml.canonical`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
+from maml import canonical
 from maml._files import write_atomic
+from maml.runtime.store import RunStore, safe_name
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def canonical_json(value: Any) -> str:
-    """The one JSON text of a value: sorted keys, no spaces; hashes are taken over it."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+__all__ = ["RunStore", "atomic_write_json", "cache_key", "latest_run", "load_step_state",
+           "new_run_id", "read_json", "safe_name", "save_step_state", "sha256_of"]
 
 
 def sha256_of(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    """sha256 of the canonical JSON of `value` (free-form: NaN becomes "nan", see
+    maml.canonical.normalise), so hashing a param or an --input never fails."""
+    return canonical.sha256_of(canonical.normalise(value))
 
 
 def cache_key(kind: str, body: str | None, params: dict[str, Any],
-              input_digests: dict[str, str | None]) -> str:
-    return sha256_of({"kind": kind, "body": body or "", "params": params,
-                      "inputs": input_digests})
+              input_digests: dict[str, str | None],
+              files: dict[str, str] | None = None) -> str:
+    """sha256 over what a step's result depends on: kind, code, params, its inputs' output
+    digests and the content of the files it reads (maml.runtime.world)."""
+    parts = {"kind": kind, "body": body or "", "params": params, "inputs": input_digests}
+    if files:
+        parts["files"] = files
+    return sha256_of(parts)
 
 
 def new_run_id() -> str:
@@ -55,9 +51,10 @@ def new_run_id() -> str:
 
 
 def atomic_write_json(path: Path, value: Any) -> None:
-    """Write `value` as JSON to `path` so that a crash leaves the old file or the new one."""
+    """Write `value` as canonical JSON to `path` so that a crash leaves the old file or the
+    new one. Raises maml.canonical.CanonicalError (a ValueError) for NaN or unknown types."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, canonical_json(value).encode("utf-8"))   # mkstemp: no planted temp
+    write_atomic(path, canonical.dumps(value))   # mkstemp: no planted temp
 
 
 def read_json(path: Path) -> Any | None:
@@ -68,73 +65,12 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-def safe_name(step_id: str) -> str:
-    return _SAFE_NAME.sub("_", step_id)
-
-
-class RunStore:
-    """The files of one run. Created by `RunStore.create` or `RunStore.open` (resume)."""
-
-    def __init__(self, state_dir: str | os.PathLike[str], run_id: str) -> None:
-        self.state_dir = Path(state_dir)
-        self.run_id = run_id
-        self.run_dir = self.state_dir / "runs" / run_id
-
-    @classmethod
-    def create(cls, state_dir: str | os.PathLike[str], document: str | None,
-               document_digest: str) -> RunStore:
-        store = cls(state_dir, new_run_id())
-        while store.run_dir.exists():  # same second and same random suffix: pick again
-            store = cls(state_dir, new_run_id())
-        store.write_manifest(document, document_digest)
-        return store
-
-    def write_manifest(self, document: str | None, document_digest: str) -> None:
-        (self.run_dir / "steps").mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "manifest.json", {
-            "run_id": self.run_id, "document": document, "document_digest": document_digest,
-            "created_at": time.time()})
-
-    def manifest(self) -> dict[str, Any] | None:
-        return read_json(self.run_dir / "manifest.json")
-
-    # -- committed step outputs --------------------------------------------------------
-
-    def step_path(self, step_id: str) -> Path:
-        return self.run_dir / "steps" / f"{safe_name(step_id)}.json"
-
-    def commit_step(self, step_id: str, key: str, output: Any, attempts: int,
-                    params: dict[str, Any], device: str) -> str:
-        """Store a finished step's output durably; returns its sha256 digest."""
-        digest = sha256_of(output)
-        atomic_write_json(self.step_path(step_id), {
-            "step": step_id, "key": key, "output": output, "digest": digest,
-            "attempts": attempts, "params": params, "device": device})
-        return digest
-
-    def committed(self, step_id: str) -> dict[str, Any] | None:
-        """A committed step record whose output still matches its digest, else None."""
-        record = read_json(self.step_path(step_id))
-        if not isinstance(record, dict) or "digest" not in record:
-            return None
-        try:
-            if sha256_of(record.get("output")) != record["digest"]:
-                return None
-        except ValueError:
-            return None
-        return record
-
-    # -- ctx.checkpoint / ctx.restore -------------------------------------------------
-
-    def state_path(self, step_id: str) -> Path:
-        return self.run_dir / "state" / f"{safe_name(step_id)}.json"
-
-
 def save_step_state(path: str, state: Any) -> tuple[str, int]:
     """ctx.checkpoint(state), run inside the worker: atomic write, returns (digest, size)."""
-    digest = sha256_of(state)
+    data = canonical.dumps(state)
+    digest = canonical.digest(data)
     atomic_write_json(Path(path), {"digest": digest, "state": state})
-    return digest, len(canonical_json(state))
+    return digest, len(data)
 
 
 def load_step_state(path: str) -> Any | None:
@@ -143,7 +79,8 @@ def load_step_state(path: str) -> Any | None:
     if not isinstance(record, dict) or "state" not in record:
         return None
     try:
-        return record["state"] if sha256_of(record["state"]) == record.get("digest") else None
+        return record["state"] if canonical.sha256_of(record["state"]) == record.get("digest") \
+            else None
     except ValueError:
         return None
 

@@ -67,6 +67,15 @@ class RunResult:
                 "steps": {sid: step.to_json() for sid, step in self.steps.items()},
                 "errors": self.errors, "recoveries": self.recoveries, "graph": self.graph}
 
+    def raise_for_status(self) -> RunResult:
+        """This result if the run succeeded; else raises maml.errors.RunFailed (its
+        message the verdict, `.result` this result)."""
+        if self.status != "succeeded":
+            from maml.errors import RunFailed
+
+            raise RunFailed(self.verdict(), result=self)
+        return self
+
     def verdict(self, document: str | None = None) -> str:
         """The run's one final line: its status, what each step came to, what it cost.
         An interrupted run says how to resume it."""

@@ -24,6 +24,7 @@ touches a process: everything about workers goes through the backend
 from __future__ import annotations
 
 import heapq
+import os
 import random
 import threading
 import time
@@ -32,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from maml.runtime import world
+from maml.runtime.artifacts import refs_in
 from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Handle, Log, Lost,
                                   Progress, Started, Succeeded)
 from maml.runtime.checkpoint import RunStore, cache_key, sha256_of
@@ -40,7 +43,7 @@ from maml.runtime.clock import Clock, SystemClock
 from maml.runtime.devices.book import DeviceBook, NoDevice
 from maml.runtime.events import Broadcaster, ErrorInfo
 from maml.runtime.inject import FaultPlan
-from maml.runtime.kinds.base import StepSpec
+from maml.runtime.kinds.base import StepSpec, get_kind
 from maml.runtime.plan import Plan
 from maml.runtime.policies import CircuitBreaker, ErrorBudget, decide
 from maml.runtime.result import RunResult, StepResult, run_status
@@ -92,6 +95,7 @@ class Scheduler:
         self.interrupted = False
         self.problems: list[str] = []
         self._seq = 0
+        self.hashes = world.FileHashes(store.state_dir / "filehashes.json")
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -102,6 +106,7 @@ class Scheduler:
                          resumed=self.resume)
         if self.monitor is not None:
             self.monitor.start()
+        self.store.start_writer()
         try:
             self._settle()
             while self.unfinished:
@@ -109,7 +114,11 @@ class Scheduler:
         finally:
             for step in list(self.running.values()):
                 self.backend.cancel(step.handle, "the run ended")
-            self._flush()
+            try:
+                self._flush(wait=True)
+            finally:
+                self.store.close()
+                self.hashes.save()
             if self.monitor is not None:
                 self.monitor.stop()
         result = self._result(self.clock.now() - started)
@@ -200,7 +209,7 @@ class Scheduler:
                              attempt=step.state.attempt, digest=event.digest, size=event.size)
         elif isinstance(event, Succeeded):
             self._detach(step)
-            self._succeeded(step, event.output)
+            self._succeeded(step, event.output, list(event.artifacts))
         elif isinstance(event, Failed):
             handle = self._detach(step)
             self._failed(step, event.error, handle)
@@ -223,14 +232,17 @@ class Scheduler:
             self._failed(step, self._synthetic(step, error_class, message, context, handle),
                          None)
 
-    def _flush(self) -> None:
-        """One group commit per turn; steps are announced finished only once durable."""
-        flush = getattr(self.store, "flush", None)
-        if flush is not None:
-            flush()
-        announce, self.to_announce = self.to_announce, []
-        for step, status in announce:
-            self._announce(step, status)
+    def _flush(self, *, wait: bool = False) -> None:
+        """Announce the steps whose commits are on disk. The store's background writer does
+        one group commit (one fsync) per round, off this loop: a dependent may already run
+        while its input's commit is in flight; the record never claims it before it lands."""
+        durable = set(self.store.flush() if wait else self.store.take_durable())
+        pending, self.to_announce = self.to_announce, []
+        for step, status in pending:
+            if step.planned.id in durable or status != "succeeded":
+                self._announce(step, status)
+            else:
+                self.to_announce.append((step, status))
 
     def _device_decision(self, **decision: Any) -> None:
         """A placement that passed over an allowed device, or found none: the graph keeps it."""
@@ -279,17 +291,42 @@ class Scheduler:
         digests = {n: self.steps[n].digest for n in planned.needs}
         if self.input_data is not None:      # every step may read the run's --input
             digests["$input"] = sha256_of(self.input_data)
-        step.key = cache_key(planned.kind, planned.block_body, planned.params, digests)
+        reads = world.read_digests(get_kind(planned.kind), self._spec(step), planned.files,
+                                   self.hashes)
+        step.key = cache_key(planned.kind, planned.block_body, planned.params, digests, reads)
         self.events.emit("on_step_started", run_id=self.run_id, step=step.info)
         record = self.store.committed(planned.id) if self.resume else None
-        if record is not None and record.get("key") == step.key:
+        if record is not None and record.get("key") == step.key and self._outputs_intact(
+                planned.id, record):
             step.output, step.digest = record["output"], record["digest"]
             step.attempts = step.state.attempt = int(record.get("attempts", 0))
             step.state.params = dict(record.get("params") or planned.params)
             step.state.device = record.get("device") or "cpu"
+            self._emit_artifacts(step, list(refs_in(step.output)), [])
             self._end(step, "cached", None)
             return
+        if planned.id in self.store.stale:
+            self.events.emit("on_step_log", run_id=self.run_id, step=step.info, attempt=0,
+                             message=f"not reused: {self.store.stale[planned.id]}")
         self._enqueue(step, first=True)
+
+    def _spec(self, step: StepRun) -> StepSpec:
+        planned = step.planned
+        return StepSpec(id=planned.id, kind=planned.kind, params=dict(step.state.params),
+                        inputs=step.inputs, block_lang=planned.block_lang,
+                        block_body=planned.block_body, block_line=planned.block_line,
+                        doc_path=self.plan.path, doc_dir=self.plan.doc_dir,
+                        input_data=self.input_data)
+
+    def _outputs_intact(self, step_id: str, record: dict[str, Any]) -> bool:
+        """The files a committed step wrote (Kind.writes) are still there, unaltered."""
+        for path, sha in (record.get("written") or {}).items():
+            full = path if os.path.isabs(path) else os.path.join(self.store.run_dir, path)
+            if self.hashes.digest(full) != sha:
+                self.store.stale[step_id] = f"{path}, which step {step_id!r} wrote, is " \
+                    "missing or altered"
+                return False
+        return True
 
     def _enqueue(self, step: StepRun, *, first: bool = False) -> None:
         """Queue the step's next attempt on a device its list allows (placement for the
@@ -333,11 +370,7 @@ class Scheduler:
         planned, state = step.planned, step.state
         device = self.devices.ref(state.device)
         request = AttemptRequest(
-            step=StepSpec(id=planned.id, kind=planned.kind, params=dict(state.params),
-                          inputs=step.inputs, block_lang=planned.block_lang,
-                          block_body=planned.block_body, block_line=planned.block_line,
-                          doc_path=self.plan.path, doc_dir=self.plan.doc_dir,
-                          input_data=self.input_data),
+            step=self._spec(step),
             attempt=state.attempt, device=device,
             fault=self.faults.for_attempt(planned.id, state.attempt),
             timeout=planned.policy.timeout, heartbeat_interval=_beat_interval(planned.policy),
@@ -370,16 +403,27 @@ class Scheduler:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _succeeded(self, step: StepRun, output: Any) -> None:
+    def _succeeded(self, step: StepRun, output: Any, refs: list[dict[str, Any]]) -> None:
         state = step.state
         step.output = output
+        written = world.written_digests(get_kind(step.planned.kind), self._spec(step), output,
+                                        str(self.store.run_dir), self.hashes)
         step.digest = self.store.commit_step(step.planned.id, step.key or "", output,
-                                             step.attempts, state.params, state.device)
+                                             step.attempts, state.params, state.device, refs,
+                                             written=written)
+        self._emit_artifacts(step, refs, [r for v in step.inputs.values() for r in refs_in(v)])
         self.breaker.record_success(state.device)
         self.events.emit("on_attempt_succeeded", run_id=self.run_id, step=step.info,
                          attempt=state.attempt, device=self.devices.ref(state.device),
                          duration=self.clock.now() - step.sent_at)
         self._end(step, "succeeded", None, announce_after_flush=True)
+
+    def _emit_artifacts(self, step: StepRun, produced: list[dict[str, Any]],
+                        consumed: list[dict[str, Any]]) -> None:
+        """Provenance for the record: the arrays this step wrote and read (none: no event)."""
+        if produced or consumed:
+            self.events.emit("on_artifacts", run_id=self.run_id, step=step.info,
+                             attempt=step.state.attempt, produced=produced, consumed=consumed)
 
     def _failed(self, step: StepRun, error: ErrorInfo, handle: Any) -> None:
         state, policy = step.state, step.planned.policy

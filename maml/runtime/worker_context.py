@@ -189,6 +189,13 @@ class WorkerContext:
     def restore(self) -> Any | None:
         return load_step_state(self.state_path) if self.state_path else None
 
+    def as_tensor(self, array: Any) -> Any:
+        """A torch tensor of an input array on this attempt's device (zero-copy on the CPU
+        for a whole artifact; maml.runtime.artifacts.as_tensor)."""
+        from maml.runtime.artifacts import as_tensor
+
+        return as_tensor(array, self.device)
+
     def strike_injected_fault(self) -> None:
         """Suffer the injected fault now, if one is pending (called once, by the kind or by
         the worker before the kind runs)."""

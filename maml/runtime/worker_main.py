@@ -10,7 +10,9 @@ on its one duplex pipe (tuples, first item the message type):
                          ("hb",)                           heartbeat, one per interval
                          ("log", text) | ("progress", done, total, unit)
                          ("checkpoint", digest, size)
-                         ("result", json_text, seconds)    the output, already JSON
+                         ("result", json_text, seconds, refs)  the output as JSON whose
+                                                           arrays are `$artifact` references
+                                                           (maml.runtime.artifacts)
                          ("error", ErrorInfo, seconds)     classified here, in the worker
                          ("released",)
 
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import signal
 import time
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maml.runtime import hygiene, proctree
+from maml.runtime.artifacts import OutputError, decode_inputs, encode_output
 from maml.runtime.classify import describe, locate
 from maml.runtime.events import DeviceRef, ErrorInfo
 from maml.runtime.inject import raise_fault
@@ -109,9 +111,10 @@ class Worker:
             kind = self._kind(request.step.kind)
             if not getattr(kind, "strikes_injected_faults", False):
                 ctx.strike_injected_fault()
+            request.step.inputs = decode_inputs(request.step.inputs, request.run_dir)
             output = kind.run(ctx, request.step)
             ctx.strike_injected_fault()     # a kind that never reached its strike point
-            text = _to_json(output, request.step.id)
+            text, refs = encode_output(output, request.run_dir, request.step.id)
         except BaseException as exc:  # noqa: BLE001 - everything the step does is reported
             if request.fault == "cuda_error":
                 self.poisoned_by_injection = True
@@ -121,7 +124,7 @@ class Worker:
             del output, ctx
             self.last_succeeded = True
             self._end_attempt()
-            self.channel.send(("result", text, time.perf_counter() - started))
+            self.channel.send(("result", text, time.perf_counter() - started, refs))
             return
         self.last_succeeded = False
         failure = self._after_failure(failure, request.memory_slack)
@@ -176,7 +179,7 @@ class Worker:
             context["location"] = where
         info = describe(exc, injected=injected, worker_id=self.worker_id,
                         device=request.device, context=context)
-        if isinstance(exc, OutputNotSerialisable):
+        if isinstance(exc, OutputError):
             info = dataclasses.replace(info, error_class="user_error")
         return info
 
@@ -184,20 +187,6 @@ class Worker:
         if name not in self.kinds:
             self.kinds[name] = get_kind(name)()
         return self.kinds[name]
-
-
-class OutputNotSerialisable(TypeError):
-    """The step returned something JSON cannot carry (classified user_error)."""
-
-
-def _to_json(output: Any, step_id: str) -> str:
-    try:
-        return json.dumps(output, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise OutputNotSerialisable(
-            f"step {step_id!r} returned a value that is not JSON-serialisable "
-            f"({type(output).__name__}): {exc}; return dicts, lists, strings, numbers, "
-            "booleans or None") from None
 
 
 def worker_main(conn: Any, worker_id: str, preload: tuple[str, ...] = (),

@@ -2,15 +2,14 @@
 
 Each run is handed to `execute(request, token)` on one of the runner's threads; that
 function is the service's one seam to the runtime, and `Lanes` gives each thread its own
-warm executor backend. `cancel()` takes a queued run off the
-queue at once; a running run is stopped through its `CancelToken`, which interrupts the run's
-scheduler (the attempts in flight are cancelled, their process trees killed).
+`maml.Session` (warm workers). `cancel()` takes a queued run off the
+queue at once; a running run is stopped through its `CancelToken` (the runtime cancels the
+attempts in flight, their process trees killed).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -23,27 +22,18 @@ log = logging.getLogger(__name__)
 
 class CancelToken:
     """How the service stops one run: `cancel(reason)` ("cancelled" by a caller, or
-    "shutdown" of the server) interrupts the run's scheduler, which cancels the attempts in
-    flight at its next turn and ends the run `interrupted`. A token cancelled before the
-    scheduler exists interrupts it the moment it is attached."""
+    "shutdown" of the server) sets `stop`, the event `maml.run` watches: the runtime cancels
+    the attempts in flight (their process trees die) and ends the run `interrupted`. The
+    first reason given stands."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.reason: str | None = None
-        self._scheduler: Any = None
-        self._lock = threading.Lock()
-
-    def attach(self, scheduler: Any) -> None:
-        with self._lock:
-            self._scheduler = scheduler
-            if self.reason is not None:
-                scheduler.interrupt(signal.SIGTERM)
+        self.stop = threading.Event()
 
     def cancel(self, reason: str = "cancelled") -> None:
-        with self._lock:
-            self.reason = self.reason or reason
-            if self._scheduler is not None:
-                self._scheduler.interrupt(signal.SIGTERM)
+        self.reason = self.reason or reason
+        self.stop.set()
 
 
 class Runner:
@@ -115,9 +105,9 @@ class Runner:
 
 
 class Lanes:
-    """One warm executor backend per runner thread, made on the thread's first run and kept
-    for the next ones (its workers keep their loaded models); one backend never serves two
-    runs at once, since a thread runs one run at a time."""
+    """One warm session (executor backend) per runner thread, made on the thread's first run
+    and kept for the next ones (its workers keep their loaded models); a session serves one
+    run at a time, as maml.Session requires, since a thread runs one run at a time."""
 
     def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory

@@ -55,7 +55,7 @@ class Service:
         self._seq = 0
         self._devices: Any = None
         self._graph_cache: tuple[Any, Any] | None = None
-        self.lanes = Lanes(self._new_backend)
+        self.lanes = Lanes(self._new_session)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ class Service:
     def execute(self, request: RunRequest, token: CancelToken) -> None:
         """Run one accepted request to its end and write its final record. The one place
         the service calls the runtime: resume=run_id makes a first run and a restart alike,
-        and each runner thread keeps its own warm worker pool across the runs it executes."""
+        and each runner thread keeps its own maml.Session (warm workers) across its runs."""
         import maml
 
         started = time.time()
@@ -144,13 +144,12 @@ class Service:
                                   resume=request.run_id, state_dir=self.state_dir,
                                   params=request.params, inject=request.inject,
                                   input=request.input, principal=request.principal,
-                                  inventory=self.inventory, backend=self.lanes.current(),
-                                  on_scheduler=token.attach)
+                                  session=self.lanes.current(), stop=token.stop)
         except MamlError as exc:
             self._end_unrecorded(request, "failed", started, exc.format(), code=exc.code)
         except Exception as exc:
             log.exception("run %s", request.run_id)
-            self.lanes.drop()               # it may hold attempts of the broken run
+            self.lanes.drop()               # its workers may hold the broken run's attempts
             self._end_unrecorded(request, "failed", started, f"internal error: "
                                  f"{type(exc).__name__}: {exc}", code="MAML-E000")
         else:
@@ -164,13 +163,16 @@ class Service:
                 result.problems.append("cancelled by request")
             self._finish(request.run_id, payload, started, result.problems, result.output)
 
-    def _new_backend(self) -> Any:
+    def _new_session(self) -> Any:
+        """A runner thread's maml.Session: warm CPU workers and one per GPU of this machine."""
+        import maml
         from maml.runtime.api import default_workers
         from maml.runtime.devices.book import DeviceBook
         from maml.runtime.executors.local import LocalBackend
 
-        slots = DeviceBook(self.inventory).slots(self.workers or default_workers())
-        return LocalBackend(slots, prestart=1)
+        workers = self.workers or default_workers()
+        slots = DeviceBook(self.inventory).slots(workers)
+        return maml.Session(workers=workers, backend=LocalBackend(slots, prestart=1))
 
     def _end_unrecorded(self, request: RunRequest, status: str, started: float, problem: str,
                         code: str | None = None) -> None:

@@ -68,7 +68,7 @@ def test_the_attestation_verifies_with_securesystemslib_and_names_the_outputs(tm
         assert set(subject["digest"]) == {"sha256"}
         data = (run_dir / subject["name"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == subject["digest"]["sha256"]
-    assert {"steps/a.json", "steps/b.json"} <= {s["name"] for s in statement["subject"]}
+    assert "steps.log" in {s["name"] for s in statement["subject"]}   # the committed outputs
     predicate = statement["predicate"]
     assert predicate["document"]["digest"]["sha256"] == hashlib.sha256(doc.read_bytes()).hexdigest()
     assert predicate["signer"] == key_id

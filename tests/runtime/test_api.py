@@ -148,7 +148,8 @@ def test_the_public_surface_is_exactly_all():
     public = {n for n in dir(maml) if not n.startswith("_")} - {"annotations", "importlib",
                                                                  "TYPE_CHECKING", "Any", "api"}
     assert public <= set(maml.__all__) | {"errors", "document", "runtime", "vocabulary",
-                                          "kinds", "schemas", "paths"}
+                                          "kinds", "schemas", "paths", "canonical", "cli",
+                                          "commands"}     # submodules other tests imported
 
 
 def test_validate_takes_a_document_or_a_path_and_nothing_else(runner):
@@ -158,3 +159,29 @@ def test_validate_takes_a_document_or_a_path_and_nothing_else(runner):
     assert maml.validate(doc) == maml.validate(doc.path)
     with pytest.raises(TypeError, match="Document or the path"):
         maml.validate(42)
+
+
+def test_raise_for_status_raises_run_failed_with_the_result(runner):
+    from maml.errors import RunFailed
+
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]},
+                           {"a": "def run(i, p, ctx):\n    raise ValueError('no')"})
+    result = runner.run(doc)
+    with pytest.raises(RunFailed, match="run failed in .*1 failed") as caught:
+        result.raise_for_status()
+    assert caught.value.result is result and caught.value.exit_code == 1
+
+
+def test_every_exception_class_is_in_the_drawn_tree():
+    import inspect
+
+    import maml.errors as errors
+
+    tree = errors.__doc__
+    for name, cls in inspect.getmembers(errors, inspect.isclass):
+        if issubclass(cls, errors.MamlError):
+            assert f" {name} " in tree, f"{name} is missing from maml.errors' tree"
+            parent = cls.__mro__[1].__name__
+            if cls is not errors.MamlError:
+                above = tree[:tree.index(f" {name} ")]
+                assert parent in above, f"{name} is drawn under the wrong parent"

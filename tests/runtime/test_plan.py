@@ -149,3 +149,17 @@ def test_a_required_input_is_enforced_when_it_is_left_out(runner):
     optional = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"},
                                 extra='\n## Input_Schema\n{"type": ["object", "null"]}\n')
     check_input(optional, None, given=False)
+
+
+def test_cli_refuses_a_bad_param_with_exit_two_before_anything_runs(runner, capsys,
+                                                                     monkeypatch):
+    from maml.cli import main
+
+    doc = runner.write_doc({"permissions": {"execute": True},
+                            "pipeline": [{"id": "bell", "block": "a"}]}, {"a": "result = 1"})
+    monkeypatch.chdir(runner.tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        main(["run", doc.path, "--param", "bel.shots=5"])
+    assert caught.value.code == 2
+    assert "did you mean 'bell'?" in capsys.readouterr().err
+    assert not (runner.tmp_path / ".maml" / "runs").exists()     # nothing ran

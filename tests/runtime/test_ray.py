@@ -206,8 +206,8 @@ def test_documents_give_the_same_outputs_and_graph_shape_on_ray(name, backend, i
 
     doc = maml.load(DOCUMENTS / name)
     runs = {}
-    for where, options in (("local", {}), ("ray", {"backend": backend,
-                                                    "inventory": backend.inventory})):
+    on_ray = maml.Session(backend=backend)          # not closed: the module's backend
+    for where, options in (("local", {}), ("ray", {"session": on_ray})):
         result = maml.run(doc, state_dir=str(isolated / where), graph=isolated / f"g-{where}",
                           **options)
         assert result.status == "succeeded", result.problems

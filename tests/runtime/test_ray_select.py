@@ -69,3 +69,17 @@ def test_an_actor_the_memory_monitor_killed_is_oom_not_worker_lost():
                     "due to the node running low on memory.")
 
     assert ray_failure(Died())[:2] == ("failed", "oom")
+
+
+def test_workers_per_gpu_comes_from_the_backend_or_the_front_matter():
+    from maml.runtime.executors.select import workers_per_gpu
+
+    assert workers_per_gpu(None) == 1
+    assert workers_per_gpu({"workers_per_gpu": 3}) == 3
+
+    class Backend:
+        workers_per_gpu = 2
+
+    assert workers_per_gpu({"workers_per_gpu": 3}, Backend()) == 2
+    with pytest.raises(UsageError, match="whole number"):
+        workers_per_gpu({"workers_per_gpu": 0})

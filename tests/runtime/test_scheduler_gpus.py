@@ -92,3 +92,26 @@ def test_a_policy_that_retries_device_unavailable_waits_for_the_breaker_cooldown
     assert step.status == "succeeded" and step.attempts == 2 and step.output == "cuda:0"
     assert [d["decision"] for d in events.of("on_device_decision")] == ["unavailable", "wait"]
     assert [p["device"].id for p in events.of("on_attempt_started")] == ["cuda:0", "cuda:0"]
+
+
+SLEEPY = "import time\ndef run(inputs, params, ctx):\n    time.sleep(0.5)\n    return ctx.host_device.id"
+
+
+def test_concurrent_ready_steps_spread_over_both_gpus(runner, events):
+    doc = runner.write_doc({"pipeline": [{"id": f"s{k}", "block": "s", "device": ["cuda", "cpu"]}
+                                         for k in range(4)]}, {"s": SLEEPY})
+    result = runner.run(doc, inventory=_two_gpus(), observers=[events])
+    assert sorted(s.output for s in result.steps.values()) == ["cuda:0", "cuda:0", "cuda:1",
+                                                               "cuda:1"]
+    hooks = [h for h, _ in events.events if h in ("on_attempt_started", "on_attempt_succeeded")]
+    assert hooks[:2] == ["on_attempt_started"] * 2        # one per GPU at once, not in turn
+
+
+def test_workers_per_gpu_lets_one_gpu_run_two_steps_at_once(runner, events):
+    doc = runner.write_doc({"executor": {"workers_per_gpu": 2},
+                            "pipeline": [{"id": f"s{k}", "block": "s", "device": "cuda"}
+                                         for k in range(2)]}, {"s": SLEEPY})
+    result = runner.run(doc, inventory=_one_gpu(), observers=[events])
+    assert {s.output for s in result.steps.values()} == {"cuda:0"}
+    hooks = [h for h, _ in events.events if h in ("on_attempt_started", "on_attempt_succeeded")]
+    assert hooks == ["on_attempt_started"] * 2 + ["on_attempt_succeeded"] * 2

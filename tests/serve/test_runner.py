@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 
 from maml.serve.hub import EventHub
@@ -40,26 +39,12 @@ def test_runs_start_in_submission_order_with_bounded_concurrency():
     assert started[:2] == ["r0", "r1"] and "r3" not in started
 
 
-class FakeScheduler:
-    def __init__(self) -> None:
-        self.interrupts: list[int] = []
-
-    def interrupt(self, signum: int) -> None:
-        self.interrupts.append(signum)
-
-
-def test_a_cancelled_token_interrupts_its_scheduler_whenever_it_comes():
-    early, late = CancelToken("r1"), CancelToken("r2")
-    early.cancel()                       # before the run has a scheduler
-    scheduler = FakeScheduler()
-    early.attach(scheduler)
-    assert scheduler.interrupts == [signal.SIGTERM] and early.reason == "cancelled"
-    other = FakeScheduler()
-    late.attach(other)
-    assert other.interrupts == []
-    late.cancel("shutdown")
-    late.cancel("cancelled")             # the first reason stands
-    assert other.interrupts == [signal.SIGTERM, signal.SIGTERM] and late.reason == "shutdown"
+def test_a_cancel_sets_the_stop_event_the_runtime_watches_and_the_first_reason_stands():
+    token = CancelToken("r1")
+    assert not token.stop.is_set() and token.reason is None
+    token.cancel("shutdown")
+    token.cancel("cancelled")
+    assert token.stop.is_set() and token.reason == "shutdown"
 
 
 def test_the_live_view_folds_failure_recovery_and_success():

@@ -239,7 +239,8 @@ class RayBackend:
             return Checkpointed(handle, message[1], message[2])
         elif kind == "result":
             self._end(running, failed=False)
-            return Succeeded(handle, json.loads(message[1]), float(message[2]))
+            return Succeeded(handle, json.loads(message[1]), float(message[2]),
+                             tuple(message[3]) if len(message) > 3 else ())   # artifacts
         elif kind == "error":
             self._end(running, failed=True)
             error = dataclasses.replace(message[1], context={**message[1].context,

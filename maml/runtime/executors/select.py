@@ -17,7 +17,8 @@ from typing import Any
 from maml.errors import UsageError
 
 EXECUTORS = ("local", "ray", "auto")
-#: front-matter keys a Ray executor takes (beyond kind and address)
+#: front-matter keys a Ray executor takes (beyond kind and address); workers_per_gpu also
+#: applies to the local executor
 RAY_OPTIONS = ("gpu_resource", "accelerator_type", "workers_per_gpu", "placement_timeout")
 
 
@@ -80,3 +81,14 @@ def cluster_backend(declared: Any, flag: str | None, address: str | None,
     if choice.kind != "ray":
         return None
     return make_backend(choice, {"cpu": workers} if workers else None)
+
+
+def workers_per_gpu(declared: Any, backend: Any = None) -> int:
+    """Attempts one GPU runs at once: the backend's (Ray), else the front matter's
+    `executor: {workers_per_gpu: N}`, else 1."""
+    if getattr(backend, "workers_per_gpu", None) is not None:
+        return int(backend.workers_per_gpu)
+    value = _spec(declared).get("workers_per_gpu", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"executor: workers_per_gpu must be a whole number >= 1, not {value!r}")
+    return value

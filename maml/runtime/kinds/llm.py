@@ -15,7 +15,8 @@ of one forward pass; `precision` (lower_precision) reloads the weights smaller, 
 dropping the old copy; `ctx.device` (next_device/cpu) moves the whole step. A real CUDA OOM
 is raised as OutOfMemory and a device-side assert as CudaFault (see _torch.py).
 
-Output: generate -> {"texts", "tokens", ...}; embed -> {"embeddings", "dim", ...}, both with
+Output: generate -> {"texts", "tokens", ...}; embed -> {"embeddings": float32 array
+(count, dim), "dim", ...} (the array travels as an artifact, maml.runtime.artifacts), both with
 "batch_size", "precision", "device", "model" and "count".
 """
 
@@ -42,6 +43,15 @@ class LLMKind(Kind):
     device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     executes_code: ClassVar[bool] = False
     path_params: ClassVar[tuple[str, ...]] = ("model",)
+
+    @classmethod
+    def reads(cls, step: StepSpec) -> list[str]:
+        """The model's files: new weights under the same name change the cache key."""
+        try:
+            return [resolve_model(str(step.params.get("model")), step.doc_dir,
+                                  where={}).describe()]
+        except Exception:  # noqa: BLE001 - an unresolvable model fails the step, not the key
+            return []
 
     def run(self, ctx: StepContext, step: StepSpec) -> dict[str, Any]:
         where = location(step)
@@ -124,6 +134,9 @@ def _input_prompts(output: Any, name: str, step: StepSpec) -> list[str]:
 
 
 def _strings(value: Any, what: str, step: StepSpec) -> list[str]:
+    if type(value).__module__ == "numpy" and getattr(value, "dtype", None) is not None \
+            and value.dtype.kind == "U" and value.ndim == 1:     # an artifact of strings
+        return [str(v) for v in value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise InvalidInput(f"{what} must be a list of strings, not {type(value).__name__}",
@@ -164,9 +177,11 @@ def generate(torch: Any, loaded: Any, prompts: list[str], params: dict[str, Any]
 def embed(torch: Any, loaded: Any, prompts: list[str], params: dict[str, Any],
           device: Any, ctx: StepContext) -> dict[str, Any]:
     """Mean of the last hidden states over real tokens, L2-normalised (sentence-transformers'
-    recipe for all-MiniLM-L6-v2)."""
+    recipe for all-MiniLM-L6-v2). `embeddings` is one float32 array (len(prompts), dim): it
+    stays on the device until the end and leaves it in one copy; the data plane stores it as
+    an artifact and the next step gets it memory-mapped, never as JSON."""
     tokenizer, model = loaded.tokenizer, loaded.model
-    vectors: list[list[float]] = []
+    pieces: list[Any] = []
     for start, batch in _batches(prompts, int(params["batch_size"])):
         ctx.heartbeat()
         encoded = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
@@ -175,8 +190,8 @@ def embed(torch: Any, loaded: Any, prompts: list[str], params: dict[str, Any],
             hidden = model(**encoded).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            normalised = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
-        vectors += normalised.cpu().tolist()
-        del encoded, hidden, mask, pooled, normalised
+            pieces.append(torch.nn.functional.normalize(pooled.float(), p=2, dim=1))
+        del encoded, hidden, mask, pooled
         ctx.progress(start + len(batch), len(prompts), "texts")
-    return {"embeddings": vectors, "dim": len(vectors[0]) if vectors else 0}
+    vectors = torch.cat(pieces).cpu().numpy()
+    return {"embeddings": vectors, "dim": int(vectors.shape[1])}

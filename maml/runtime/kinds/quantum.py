@@ -63,6 +63,14 @@ class QuantumKind(Kind):
     name: ClassVar[str] = "quantum"
     params_schema: ClassVar[str] = "quantum.json"
     device_classes: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+
+    @classmethod
+    def reads(cls, step: StepSpec) -> list[str]:    # QASM `include`s are in the cache key
+        import re
+
+        names = re.findall(r'^\s*include\s+"([^"]+)"\s*;', step.block_body or "", re.M)
+        return [n for n in names if n not in ("qelib1.inc", "stdgates.inc")]
+
     executes_code: ClassVar[frozenset[str]] = frozenset({"python", "py", "python3", "qiskit"})
 
     def run(self, ctx: StepContext, step: StepSpec) -> dict[str, Any]:

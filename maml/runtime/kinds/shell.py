@@ -24,16 +24,12 @@ import sys
 import tempfile
 from typing import IO, Any, ClassVar
 
-from maml.errors import InvalidInput, MissingDependency, StepFailure
+from maml.errors import CommandFailed, InvalidInput, MissingDependency
 from maml.runtime import proctree
+from maml.runtime.artifacts import json_default
 from maml.runtime.kinds.base import Kind, StepContext, StepSpec
 
 STDERR_TAIL = 2000
-
-
-class CommandFailed(StepFailure):
-    code = "MAML-E510"
-    error_class = "user_error"
 
 
 class ShellKind(Kind):
@@ -89,7 +85,7 @@ def _environment(ctx: StepContext, step: StepSpec) -> dict[str, str]:
     env.update({"MAML_STEP": step.id, "MAML_ATTEMPT": str(ctx.attempt),
                 "MAML_DEVICE": ctx.device, "MAML_RUN_DIR": ctx.run_dir,
                 "MAML_PARAMS": json.dumps(ctx.params, default=str),
-                "MAML_INPUTS": json.dumps(step.inputs, default=str)})
+                "MAML_INPUTS": json.dumps(step.inputs, default=json_default)})  # artifacts
     for name, value in ctx.params.items():
         if isinstance(value, (str, int, float, bool)):
             env["MAML_PARAM_" + str(name).upper()] = str(value)

@@ -51,6 +51,16 @@ class VideoKind(Kind):
     executes_code: ClassVar[bool] = False
     path_params: ClassVar[tuple[str, ...]] = ("source", "sink.path")
 
+    @classmethod
+    def reads(cls, step: StepSpec) -> list[str]:   # the clip's content is in the cache key
+        source = str(step.params.get("source", "synthetic"))
+        return [] if source == "synthetic" or source.startswith("camera:") else [source]
+
+    @classmethod
+    def writes(cls, step: StepSpec, output: Any) -> list[str]:   # a deleted sink re-runs
+        path = output.get("path") if isinstance(output, dict) else None
+        return [path] if isinstance(path, str) else []
+
     def run(self, ctx: StepContext, step: StepSpec) -> dict[str, Any]:
         where = location(step)
         params = {**DEFAULTS, **step.params, **(ctx.params or {})}

@@ -6,6 +6,8 @@
 
 const live = {
   source: null,
+  route: 0,            // bumped on every navigation: a view that finished loading late
+                       // checks it before it starts following events for a page now gone
   follow(runId, onEvent) {
     this.stop();
     const url = runId ? `/api/v1/runs/${runId}/events` : "/api/v1/events";
@@ -34,6 +36,7 @@ const live = {
 
 async function route() {
   live.stop();
+  live.route += 1;
   const view = document.getElementById("view");
   const hash = location.hash || "#/";
   const [, page, id] = hash.split("/");

@@ -18,6 +18,7 @@ def run(inputs, params, ctx):
 `;
 
 async function runsView(view, live) {
+  const route = live.route;
   const table = h("table", {id: "runs"});
   const form = submitForm();
   view.replaceChildren(h("h1", {}, "Runs"), table, h("h2", {}, "Run a document"), form);
@@ -36,6 +37,7 @@ async function runsView(view, live) {
         h("td", {}, r.errors), h("td", {}, r.recoveries))));
   };
   await refresh();
+  if (live.route !== route) return;       // the user moved on while the list loaded
   let pending = null;
   live.follow(null, () => { pending = pending || setTimeout(() => { pending = null; refresh(); }, 250); });
 }
@@ -63,7 +65,9 @@ function submitForm() {
 }
 
 async function runView(view, live, runId) {
+  const route = live.route;
   const run = await api(`/runs/${runId}`);
+  if (live.route !== route) return;
   const state = {run, selected: null, trails: {}};
   const header = h("div");
   const dag = h("div", {id: "dag"});
@@ -189,6 +193,9 @@ function renderStep(where, state) {
     h("h2", {}, "Step ", h("span", {class: "mono"}, id), " ", badge(step.status)),
     h("p", {class: "trail", id: "trail"}, (state.trails[id] || []).join(" → ")),
     h("table", {id: "attempts"}, h("tr", {}, ["attempt", "device", "status", "error class", "error", "recovery"].map((t) => h("th", {}, t))), ...rows),
+    step.reason ? h("p", {class: "muted"}, step.reason) : null,
+    step.error && step.error.traceback ? h("details", {open: true}, h("summary", {},
+      `error${placeOf(step.error.location)}`), h("pre", {}, step.error.traceback)) : null,
     step.output !== undefined && step.output !== null ? h("details", {}, h("summary", {}, "output"), h("pre", {}, JSON.stringify(step.output, null, 1))) : null,
     h("h2", {}, "Logs"), logs));
   if (state.logs && state.logs.key === key) return;
@@ -204,4 +211,9 @@ function recoveryText(recovery) {
   const changes = Object.entries(recovery.changes || {})
     .map(([key, value]) => Array.isArray(value) && value.length === 2 ? `${key} ${value[0]} → ${value[1]}` : `${key}: ${JSON.stringify(value)}`);
   return changes.length ? `${recovery.action} (${changes.join(", ")})` : recovery.action;
+}
+
+function placeOf(location) {
+  if (!location || !location.line) return "";
+  return ` at ${(location.path || "").split("/").pop()}:${location.line}${location.in ? ` (${location.in})` : ""}`;
 }
