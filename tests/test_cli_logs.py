@@ -11,7 +11,6 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from maml.cli import cli
 from maml.commands.logs import AttemptLogFile, follow
 
 DOC = """---
@@ -43,6 +42,12 @@ echo "$GREETING from bash"
 """
 
 
+def invoke(*args: str):
+    from maml.cli import cli     # imported here: importing it at collection adds maml.cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
 def _run_json(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "doc.maml.md").write_text(DOC)
     return subprocess.run([sys.executable, "-m", "maml", "run", "doc.maml.md", "--json",
@@ -59,14 +64,14 @@ def test_printing_steps_leave_stdout_pure_json_and_logs_hold_everything(tmp_path
         assert line not in done.stdout and line not in done.stderr
     assert result["steps"]["sh"]["output"]["stdout"] == "bonjour from bash\n"   # env param
     monkeypatch.chdir(tmp_path)
-    shown = CliRunner().invoke(cli, ["logs", "latest", "talk"])
+    shown = invoke("logs", "latest", "talk")
     assert shown.exit_code == 0, shown.output
     assert "hello from print\nto stderr\n" in shown.output                  # the last attempt
     assert "from a child process\nstraight to fd 1\n" in shown.output
     assert re.search(r"^\[\d{4}-\d\d-\d\dT[\d:.]+Z\] a ctx.log line$", shown.output, re.M)
-    first = CliRunner().invoke(cli, ["logs", "latest", "talk", "--attempt", "1"])
+    first = invoke("logs", "latest", "talk", "--attempt", "1")
     assert "hello from print" in first.output and "a ctx.log line" not in first.output
-    everything = CliRunner().invoke(cli, ["logs", "latest"])
+    everything = invoke("logs", "latest")
     assert [h for h in everything.output.splitlines() if h.startswith("==>")] == [
         "==> sh attempt 1 <==", "==> talk attempt 1 <==", "==> talk attempt 2 <=="]
     assert "bonjour from bash" in everything.output
@@ -76,11 +81,11 @@ def test_logs_name_what_exists_when_asked_for_what_does_not(tmp_path, monkeypatc
     assert _run_json(tmp_path).returncode == 0
     monkeypatch.chdir(tmp_path)
     run_id = next((tmp_path / ".maml" / "runs").iterdir()).name
-    missing = CliRunner().invoke(cli, ["logs", run_id[:10], "nope"])
+    missing = invoke("logs", run_id[:10], "nope")
     assert missing.exit_code != 0 and "steps with logs: sh, talk" in str(missing.exception)
-    attempt = CliRunner().invoke(cli, ["logs", run_id, "talk", "--attempt", "4"])
+    attempt = invoke("logs", run_id, "talk", "--attempt", "4")
     assert "attempts: 1" in str(attempt.exception)
-    unknown = CliRunner().invoke(cli, ["logs", "2020"])
+    unknown = invoke("logs", "2020")
     assert "no run '2020'" in str(unknown.exception)
 
 

@@ -26,11 +26,19 @@ def _mb(n: int) -> str:
 
 
 @click.group("runs", invoke_without_command=True)
+@click.option("--server", default=None, metavar="URL",
+              help="List the runs of a running `maml serve` instead (needs its token).")
+@_JSON
 @click.pass_context
-def command(ctx: click.Context) -> None:
+def command(ctx: click.Context, server: str | None = None, as_json: bool = False) -> None:
     """List, show and clean the runs kept under the state dir."""
+    if server is not None:
+        from maml.serve.client import echo_runs
+
+        echo_runs(server, as_json)
+        ctx.exit()
     if ctx.invoked_subcommand is None:
-        ctx.invoke(list_command)
+        ctx.invoke(list_command, as_json=as_json)
 
 
 @command.command("list")

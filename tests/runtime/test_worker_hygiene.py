@@ -3,6 +3,7 @@ GPU pinning through the environment a spawned worker really sees, CPU-time liven
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sys
 import textwrap
@@ -175,12 +176,14 @@ PIN_BODY = """
 def test_a_gpu_worker_sees_only_its_gpu_by_uuid(worker, tmp_path):
     gpu = DeviceRef("cuda:1", kind="cuda", index=1, uuid="GPU-b")
     worker.send(("attempt", request(PIN_BODY, tmp_path, device=gpu)))
-    assert outcome(worker)[:2] == ("result", '["GPU-b", "GPU-b", "cuda:0", "cuda:1", "GPU-b"]')
+    kind, text, _ = outcome(worker)
+    assert (kind, json.loads(text)) == ("result", ["GPU-b", "GPU-b", "cuda:0", "cuda:1", "GPU-b"])
 
 
 def test_a_cpu_worker_sees_no_gpu(worker, tmp_path):
     worker.send(("attempt", request(PIN_BODY, tmp_path)))
-    assert outcome(worker)[:2] == ("result", '["", "", "cpu", "cpu", null]')
+    kind, text, _ = outcome(worker)
+    assert (kind, json.loads(text)) == ("result", ["", "", "cpu", "cpu", None])
 
 
 def test_pin_environment_without_uuid_follows_the_runs_visible_list():

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import doc
+from serve_helpers import doc
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the dashboard test needs playwright")
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)

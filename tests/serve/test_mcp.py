@@ -10,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from conftest import FAKE_GPUS, ROOT, TOKEN, doc
+from serve_helpers import FAKE_GPUS, ROOT, TOKEN, doc
 
 mcp = pytest.importorskip("mcp", reason="the MCP tests need the serve extra")
 

@@ -1,4 +1,4 @@
-"""The HTTP API against a real `maml serve` on a loopback port (see conftest)."""
+"""The HTTP API against a real `maml serve` on a loopback port (see serve_helpers)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from conftest import ROOT, doc
+from serve_helpers import ROOT, doc
 
 CHAIN = doc("""
 - {id: first, block: first}

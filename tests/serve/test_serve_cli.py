@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, doc
+from serve_helpers import ROOT, doc
 
 QUICK = doc("- {id: only, block: only}", {"only": "def run(inputs, params, ctx):\n"
                                                    "    return params.get('x', 0) + 1"})
@@ -67,3 +67,12 @@ def test_the_client_lists_a_servers_runs(server, capsys, monkeypatch):
     missing = Client("http://127.0.0.1:9", token="x")
     with pytest.raises(UsageError, match="cannot reach maml serve at http://127.0.0.1:9"):
         missing.runs()
+
+
+def test_maml_runs_server_lists_the_servers_runs(server):
+    run_id = server.submit(QUICK)
+    server.wait(run_id)
+    listed = maml("runs", "--server", server.url, "--json", env=server.env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)["runs"]
+    assert any(r["run_id"] == run_id and r["status"] == "succeeded" for r in rows)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import TOKEN, doc, serve_process
+from serve_helpers import TOKEN, doc, serve_process
 
 STEP = """
 import os, time

@@ -42,3 +42,25 @@ def test_a_shell_step_needs_permissions_execute(runner):
     with pytest.raises(RefusedError, match="permissions") as caught:
         runner.run(doc)
     assert caught.value.step == "sh" and caught.value.exit_code == 3
+
+
+def test_env_and_cwd_params_are_honoured(runner, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.txt").write_text("inside")
+    doc = runner.write_doc({**EXECUTE, "pipeline": [
+        {"id": "sh", "kind": "shell", "block": "sh",
+         "params": {"env": {"GREETING": "bonjour"},
+                    "cwd": "data"}}]},
+        {"sh": "#!bash\necho \"$GREETING\"\ncat x.txt"})
+    output = runner.run(doc).steps["sh"].output
+    assert output["stdout"] == "bonjour\ninside"
+
+
+def test_a_cwd_that_is_not_a_directory_is_invalid_input(runner, events):
+    doc = runner.write_doc({**EXECUTE, "policy": {"retries": 2}, "pipeline": [
+        {"id": "sh", "kind": "shell", "block": "sh", "params": {"cwd": "nowhere"}}]},
+        {"sh": "#!bash\ntrue"})
+    runner.run(doc, observers=[events])
+    failures = events.of("on_attempt_failed")
+    assert len(failures) == 1 and failures[0]["error"].error_class == "invalid_input"
+    assert "nowhere" in failures[0]["error"].message
