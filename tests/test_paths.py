@@ -3,7 +3,6 @@ temp files are never opened through a planted symlink; committed files never fol
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from maml.errors import UsageError
 from maml.graph import settings
 from maml.paths import PathRefused, check_run_id, looks_like_path, resolve
 from maml.runtime.checkpoint import RunStore
+from maml.runtime.store import StoreError
 from maml.runtime.plan import build_plan
 
 
@@ -103,18 +103,16 @@ def test_run_ids_are_maml_ids():
             check_run_id(bad)
 
 
-def test_a_symlink_planted_at_the_old_temp_name_is_never_followed(tmp_path):
+def test_a_symlink_planted_at_the_step_log_is_never_followed(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     store = RunStore(tmp_path / ".maml", "20260101T120000.123456-3f9a1c")
-    steps = store.run_dir / "steps"
-    steps.mkdir(parents=True)
-    for name in (f".a.json.{os.getpid()}.tmp", "a.json"):   # temp name and committed name
-        (steps / name).symlink_to(victim)
-    store.commit_step("a", "key", {"out": 1}, 1, {}, "cpu")
+    store.run_dir.mkdir(parents=True)
+    (store.run_dir / "steps.log").symlink_to(victim)      # where commits are appended
+    with pytest.raises(StoreError):
+        store.commit_step("a", "key", {"out": 1}, 1, {}, "cpu")
     assert victim.read_text() == "precious"
-    committed = steps / "a.json"
-    assert not committed.is_symlink() and store.committed("a")["output"] == {"out": 1}
+    assert store.committed("a") is None
 
 
 def test_write_new_refuses_to_replace_anything(tmp_path):

@@ -116,6 +116,8 @@ def test_sigkill_at_random_moments_never_loses_or_repeats_committed_steps(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
+@pytest.mark.skipif(not os.environ.get("MAML_SOAK"), reason="the 200-kill soak takes 5-15 min "
+                    "on 2 cores: set MAML_SOAK=1 (the suite runs the 20-kill test above)")
 def test_two_hundred_random_sigkills(tmp_path, monkeypatch):
     """Issue 12.3's bar for commits off the critical path: 200 kills, none loses or repeats
     a committed step (about 15 minutes on a loaded 2-core box)."""

@@ -87,7 +87,9 @@ def test_hang_is_detected_within_the_heartbeat_window(runner, events):
     result = runner.run(doc, inject=["s:hang@1"], observers=[events], clock=SystemClock())
     failed = events.of("on_attempt_failed")[0]
     assert failed["error"].error_class == "hang" and failed["error"].injected
-    assert 0.5 <= failed["duration"] < 3.0
+    # the heartbeat rule caught it, not the 60 s timeout (no tighter wall-clock bound: the
+    # fake-clock tests in test_scheduler_loop.py pin the watchdog's arithmetic)
+    assert 0.5 <= failed["duration"] < 60
     assert result.steps["s"].status == "succeeded" and result.steps["s"].attempts == 2
 
 

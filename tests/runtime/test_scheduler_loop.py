@@ -234,13 +234,25 @@ def test_an_interrupt_cancels_the_attempts_in_flight_and_the_rest(runner):
 
 def test_steps_are_announced_finished_only_after_the_turns_flush(runner):
     scheduler, _, events, _ = _scheduler(runner, _chain(3), {})
-    flushed: list[int] = []
-    scheduler.store.flush = lambda: flushed.append(len(events.of("on_step_finished")))
+    store = scheduler.store
+    real_take, real_flush = store.take_durable, store.flush
+    durable: list[str] = []                 # what the store has reported on disk, in order
+    durable_at_announce: dict[str, list[str]] = {}
+
+    def record(ids: list[str]) -> list[str]:
+        durable.extend(ids)
+        return ids
+
+    store.take_durable = lambda: record(real_take())
+    store.flush = lambda: record(real_flush())
+    scheduler.events.observers.append(type("Spy", (), {
+        "on_step_finished": lambda self, *, step, **_: durable_at_announce.setdefault(
+            step.id, list(durable))})())
     scheduler.run()
     finished = [p["step"].id for p in events.of("on_step_finished")]
     assert finished == ["s0", "s1", "s2"]
-    # each flush happened before the steps it made durable were announced
-    assert flushed[:3] == [0, 1, 2]
+    # no step is announced finished before the store said its commit is on disk
+    assert all(sid in durable_at_announce[sid] for sid in finished)
 
 
 def test_halve_batch_uses_the_item_count_the_kind_reported(runner):

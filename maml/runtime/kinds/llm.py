@@ -79,7 +79,7 @@ class LLMKind(Kind):
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", **where)
         work = generate if params["task"] == "generate" else embed
-        ctx.progress(0, len(prompts), "items")   # the item count: halve_batch reads it
+        ctx.progress(0, len(prompts), "prompts")   # the item count: halve_batch reads it
         with torch_failures(torch, f"running {params['task']} at batch_size {batch_size}",
                             where=where):
             result = work(torch, loaded, prompts, params, device, ctx)

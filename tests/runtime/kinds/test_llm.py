@@ -48,7 +48,8 @@ def test_generation_reports_tokens_progress_and_heartbeats(make_ctx, make_step, 
                                     "max_new_tokens": 3, "batch_size": 3}, ctx=ctx)
     assert 0 < out["tokens"] <= 3 * len(PROMPTS)
     assert (out["batch_size"], out["precision"], out["device"]) == (3, "fp32", "cpu")
-    assert ctx.progress_calls == [(3, 4, "prompts"), (4, 4, "prompts")]
+    # the first call announces the item count (halve_batch reads it), then one per batch
+    assert ctx.progress_calls == [(0, 4, "prompts"), (3, 4, "prompts"), (4, 4, "prompts")]
     assert ctx.heartbeats == 2
 
 
