@@ -29,7 +29,9 @@ class ErrorClass:
     never_retried: bool = False
     #: the worker process must not be reused after it (dead, stuck, poisoned CUDA context)
     kills_worker: bool = False
-    #: counts against the device's circuit breaker (a user's bug is not the GPU's fault)
+    #: counts against the device's circuit breaker (a user's bug is not the GPU's fault, nor is
+    #: a batch too big for it: an OOM's chain shrinks the work, and the health monitor watches
+    #: memory pressure from other processes)
     device_fault: bool = False
     #: `--inject STEP:CLASS` can raise it for real
     injectable: bool = False
@@ -49,7 +51,7 @@ ERRORS: dict[str, ErrorClass] = {e.name: e for e in (
     ErrorClass("oom", {"cuda": ("clear_cache", "halve_batch", "lower_precision", "next_device",
                                 "cpu"),
                        "cpu": ("halve_batch",)},
-               device_fault=True, injectable=True),
+               injectable=True),
     ErrorClass("cuda_error", {"cuda": ("restart_worker", "next_device", "cpu"),
                               "cpu": ("restart_worker", "retry")},
                kills_worker=True, device_fault=True, injectable=True),

@@ -68,12 +68,12 @@ def _one_gpu():
 def _pinned(runner, chain):
     return runner.write_doc({
         "policy": {"breaker": {"failures": 1, "cooldown": "0.3s"}, "backoff": {"initial": 0},
-                   "on": {"oom": ["retry"], **chain}},
+                   "on": {"cuda_error": ["retry"], **chain}},
         "pipeline": [{"id": "s", "block": "s", "device": "cuda:0"}]}, {"s": DEVICE_BODY})
 
 
 def test_a_step_pinned_to_a_gpu_whose_breaker_opened_fails_naming_the_device(runner, events):
-    result = runner.run(_pinned(runner, {}), inject=["s:oom@1"], inventory=_one_gpu(),
+    result = runner.run(_pinned(runner, {}), inject=["s:cuda_error@1"], inventory=_one_gpu(),
                         observers=[events])
     step = result.steps["s"]
     assert step.status == "failed" and step.attempts == 1       # never moved to the CPU
@@ -86,7 +86,8 @@ def test_a_step_pinned_to_a_gpu_whose_breaker_opened_fails_naming_the_device(run
 
 def test_a_policy_that_retries_device_unavailable_waits_for_the_breaker_cooldown(runner,
                                                                                  events):
-    result = runner.run(_pinned(runner, {"device_unavailable": ["retry"]}), inject=["s:oom@1"],
+    result = runner.run(_pinned(runner, {"device_unavailable": ["retry"]}),
+                        inject=["s:cuda_error@1"],
                         inventory=_one_gpu(), observers=[events])
     step = result.steps["s"]
     assert step.status == "succeeded" and step.attempts == 2 and step.output == "cuda:0"
@@ -115,3 +116,18 @@ def test_workers_per_gpu_lets_one_gpu_run_two_steps_at_once(runner, events):
     assert {s.output for s in result.steps.values()} == {"cuda:0"}
     hooks = [h for h, _ in events.events if h in ("on_attempt_started", "on_attempt_succeeded")]
     assert hooks == ["on_attempt_started"] * 2 + ["on_attempt_succeeded"] * 2
+
+
+def test_ooms_being_recovered_by_a_smaller_batch_do_not_open_the_gpus_breaker(runner, events):
+    """Seen on an H200: three real OOMs while halve_batch shrank the work opened cuda:0's
+    breaker and failed a step pinned there. An OOM is the workload's size, not the device."""
+    doc = runner.write_doc({
+        "policy": {"breaker": {"failures": 1, "cooldown": "1h"}, "backoff": {"initial": 0},
+                   "on": {"oom": ["halve_batch"]}},
+        "pipeline": [{"id": "s", "block": "s", "device": "cuda:0",
+                      "params": {"batch_size": 64}}]}, {"s": DEVICE_BODY})
+    result = runner.run(doc, inject=["s:oom@1,2,3"], inventory=_one_gpu(), observers=[events])
+    step = result.steps["s"]
+    assert step.status == "succeeded" and step.attempts == 4 and step.output == "cuda:0"
+    assert step.params["batch_size"] == 8
+    assert events.of("on_device_decision") == []
