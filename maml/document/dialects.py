@@ -25,7 +25,7 @@ from maml.document.yamlload import json_view
 #: keys with a place in meta (all dialects); everything else goes to meta["extra"]
 META_KEYS = ("maml_version", "id", "type", "origin", "encryption", "verification",
              "quantum_security_flag", "requires", "permissions", "created_at",
-             "policy", "pipeline", "faults", "executor")
+             "policy", "pipeline", "faults", "executor", "health")
 #: keys a dialect defines that are read into a meta key
 _ALIASES = {"schema_version": "maml_version", "version": "maml_version",
             "timestamp": "created_at"}

@@ -82,3 +82,11 @@ def test_unquoted_datetime_is_accepted():
     doc = parse("---\nmaml_version: '1'\ncreated_at: 2025-01-01T00:00:00Z\n---\n")
     assert doc.meta["created_at"] == "2025-01-01T00:00:00Z"
     assert not [d for d in validate(doc) if d.severity == "error" and d.code.startswith("MAML-S")]
+
+
+def test_engine_keys_health_and_executor_are_read_not_reported_unknown():
+    doc = parse('---\nmaml_version: "1.0"\nid: x\nhealth: {temperature_warning: 70}\n'
+                'executor: {kind: local}\n---\n# x\n')
+    assert doc.meta["health"] == {"temperature_warning": 70}
+    assert doc.meta["executor"] == {"kind": "local"}
+    assert not [d for d in validate(doc) if d.code == "MAML-D403"]
