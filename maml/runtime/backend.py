@@ -37,6 +37,7 @@ Contract:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -122,6 +123,27 @@ class Lost:
 
 
 BackendEvent = Started | Alive | Progress | Log | Checkpointed | Succeeded | Failed | Lost
+
+
+def event_from_worker(handle: Handle, message: tuple[Any, ...]) -> BackendEvent | None:
+    """The event for one message of the worker protocol (maml.runtime.worker_main) that means
+    the same on every backend: heartbeat, progress, log, checkpoint, result, error. None for
+    the messages a backend reads itself ("ready", "started", "where", ...)."""
+    kind = message[0]
+    if kind == "hb":
+        return Alive(handle)
+    if kind == "progress":
+        return Progress(handle, message[1], message[2], message[3])
+    if kind == "log":
+        return Log(handle, message[1])
+    if kind == "checkpoint":
+        return Checkpointed(handle, message[1], message[2])
+    if kind == "result":
+        artifacts = tuple(message[3]) if len(message) > 3 else ()
+        return Succeeded(handle, json.loads(message[1]), float(message[2]), artifacts)
+    if kind == "error":
+        return Failed(handle, message[1], float(message[2]))
+    return None
 
 
 @runtime_checkable

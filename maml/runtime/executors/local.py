@@ -12,7 +12,6 @@ extension holding the GIL) is still seen as alive.
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing
 import time
 from collections import OrderedDict
@@ -21,8 +20,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
-from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Handle, Log, Lost,
-                                  Progress, Started, Succeeded)
+from maml.runtime.backend import (Alive, BackendEvent, Handle, Lost, Started,
+                                  event_from_worker)
 from maml.runtime.workers import WorkerProcess
 
 #: how often a busy worker's CPU time is read (seconds)
@@ -219,26 +218,14 @@ class LocalBackend:
         kind, handle = message[0], self._running[worker].handle
         if kind == "ready":
             worker.ready = True
-        elif kind == "started":
+            return None
+        if kind == "started":
             return Started(handle, pid=worker.pid)
-        elif kind == "hb":
-            return Alive(handle)
-        elif kind == "progress":
-            return Progress(handle, message[1], message[2], message[3])
-        elif kind == "log":
-            return Log(handle, message[1])
-        elif kind == "checkpoint":
-            return Checkpointed(handle, message[1], message[2])
-        elif kind == "result":
-            self._end(worker, failed=False)
-            return Succeeded(handle, json.loads(message[1]), float(message[2]),
-                             tuple(message[3]) if len(message) > 3 else ())   # artifacts
-        elif kind == "error":
-            self._end(worker, failed=True)
-            if "restart_worker" in (message[1].context or {}):
+        if kind in ("result", "error"):
+            self._end(worker, failed=kind == "error")
+            if kind == "error" and "restart_worker" in (message[1].context or {}):
                 self.pool.discard(worker)     # it exits: it could not give memory back
-            return Failed(handle, message[1], float(message[2]))
-        return None
+        return event_from_worker(handle, message)
 
     def _end(self, worker: WorkerProcess, *, failed: bool) -> None:
         running = self._running.pop(worker)

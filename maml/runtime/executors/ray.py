@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import time
 from collections import OrderedDict
@@ -38,8 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maml.errors import DeviceUnavailable, require
-from maml.runtime.backend import (Alive, BackendEvent, Checkpointed, Failed, Handle, Log, Lost,
-                                  Progress, Started, Succeeded)
+from maml.runtime.backend import (BackendEvent, Failed, Handle, Lost, Started,
+                                  event_from_worker)
 from maml.runtime.classify import synthetic_error
 from maml.runtime.devices.discovery import DeviceInfo, Inventory
 from maml.runtime.executors._ray_actor import SlotActor, ray_failure
@@ -224,29 +223,20 @@ class RayBackend:
         kind, handle = message[0], running.handle
         if kind == "where":
             running.where = dict(message[1])
-        elif kind == "started":
+            return None
+        if kind == "started":
             where = running.where or {}
             device = dataclasses.replace(running.request.device,
                                          uuid=where.get("gpu_uuid") or running.request.device.uuid)
             return Started(handle, pid=where.get("pid"), device=device, node=self._node(running))
-        elif kind == "hb":
-            return Alive(handle)
-        elif kind == "progress":
-            return Progress(handle, message[1], message[2], message[3])
-        elif kind == "log":
-            return Log(handle, message[1])
-        elif kind == "checkpoint":
-            return Checkpointed(handle, message[1], message[2])
-        elif kind == "result":
-            self._end(running, failed=False)
-            return Succeeded(handle, json.loads(message[1]), float(message[2]),
-                             tuple(message[3]) if len(message) > 3 else ())   # artifacts
-        elif kind == "error":
-            self._end(running, failed=True)
-            error = dataclasses.replace(message[1], context={**message[1].context,
-                                                             **self._node(running)})
-            return Failed(handle, error, float(message[2]))
-        return None
+        if kind in ("result", "error"):
+            self._end(running, failed=kind == "error")
+        event = event_from_worker(handle, message)
+        if isinstance(event, Failed):      # the record names the node the error happened on
+            error = event.error
+            event = dataclasses.replace(event, error=dataclasses.replace(
+                error, context={**error.context, **self._node(running)}))
+        return event
 
     def _node(self, running: _Running) -> dict[str, Any]:
         where = running.where or {}
