@@ -209,8 +209,9 @@ def test_placed_on_a_fake_gpu_the_step_runs_pinned_to_its_uuid(runner):
 
 
 def test_cpu_time_advances_while_the_gil_is_held_and_heartbeats_stop(worker, tmp_path):
-    # catastrophic backtracking: one C call that holds the GIL for a second or more
-    body = 'import re, time\ntime.sleep(0.3)\nresult = bool(re.match(r"(a+)+$", "a" * 23 + "b"))'
+    # catastrophic backtracking: one C call that holds the GIL for a second or more (25 characters:
+    # ~2 s on the 2-core dev box, ~1.4 s on CI; 23 was 0.45 s on CI, too close to the 0.5 s asserted)
+    body = 'import re, time\ntime.sleep(0.3)\nresult = bool(re.match(r"(a+)+$", "a" * 25 + "b"))'
     worker.send(("attempt", request(body, tmp_path, heartbeat_interval=0.05)))
     timeline: list[tuple[str, float | None]] = []     # (message or "cpu", cpu seconds)
     while not timeline or timeline[-1][0] != "result":
