@@ -164,7 +164,8 @@ class Service:
             self._finish(request.run_id, payload, started, result.problems, result.output)
 
     def _new_session(self) -> Any:
-        """A runner thread's maml.Session: warm CPU workers and one per GPU of this machine."""
+        """A runner thread's maml.Session: warm CPU workers and one per GPU of this machine,
+        with the devices `start()` discovered (no NVML probe per run)."""
         import maml
         from maml.runtime.api import default_workers
         from maml.runtime.devices.book import DeviceBook
@@ -172,7 +173,8 @@ class Service:
 
         workers = self.workers or default_workers()
         slots = DeviceBook(self.inventory).slots(workers)
-        return maml.Session(workers=workers, backend=LocalBackend(slots, prestart=1))
+        return maml.Session(workers=workers, backend=LocalBackend(slots, prestart=1),
+                            inventory=self.inventory)
 
     def _end_unrecorded(self, request: RunRequest, status: str, started: float, problem: str,
                         code: str | None = None) -> None:

@@ -139,6 +139,28 @@ def test_a_session_reuses_its_warm_workers_across_runs(runner, tmp_path):
         session.run(doc)
 
 
+def test_a_given_inventory_replaces_discovery_for_maml_run_and_a_session(runner, tmp_path,
+                                                                         monkeypatch):
+    import maml
+    import maml.runtime.devices
+    from maml.runtime.devices import Inventory
+    from maml.runtime.devices.discovery import cpu_device
+
+    def discover(**_):
+        raise AssertionError("devices were discovered although an inventory was given")
+
+    monkeypatch.setattr(maml.runtime.devices, "discover", discover)
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a", "device": ["cuda", "cpu"]}]},
+                           {"a": "result = 1"})
+    options = {"state_dir": str(tmp_path / "s"), "graph": False, "workers": 1}
+    with pytest.raises(AssertionError, match="discovered"):   # a GPU-capable step probes
+        maml.run(doc, **options)
+    given = Inventory(devices=[cpu_device()], source="cpu-only", note="given by the caller")
+    assert maml.run(doc, inventory=given, **options).steps["a"].device == "cpu"
+    with maml.Session(workers=1, inventory=given) as session:
+        assert session.run(doc, state_dir=str(tmp_path / "s"), graph=False).status == "succeeded"
+
+
 def test_the_public_surface_is_exactly_all():
     """In a fresh interpreter (other tests import submodules, which then show in dir(maml)):
     every name in __all__ resolves, and `import maml` exposes nothing else."""
