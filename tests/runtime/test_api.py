@@ -161,6 +161,25 @@ def test_a_given_inventory_replaces_discovery_for_maml_run_and_a_session(runner,
         assert session.run(doc, state_dir=str(tmp_path / "s"), graph=False).status == "succeeded"
 
 
+def test_a_refused_document_names_each_step_once(runner):
+    """Diagnostics carry their step and say it in their message: the error a run raises
+    from them names it once (V305 unknown kind, V323 a needed block without run())."""
+    from maml.errors import DocumentError
+
+    doc = runner.write_doc({"pipeline": [{"id": "load", "block": "load"},
+                                         {"id": "use", "block": "use", "needs": ["load"],
+                                          "kind": "pythn"}]},
+                           {"load": "x = 1", "use": "def run(inputs, params, ctx):\n    return 1"})
+    with pytest.raises(DocumentError) as refused:
+        runner.run(doc)
+    assert {d.code for d in refused.value.diagnostics} == {"MAML-V305", "MAML-V323"}
+    for diagnostic in refused.value.diagnostics:
+        shown = DocumentError(diagnostic.message, path=doc.path, line=diagnostic.line,
+                              step=diagnostic.step).format()
+        assert shown.count(f"step {diagnostic.step!r}") == 1, shown
+    assert refused.value.format().count("step 'use'") == 1
+
+
 def test_the_public_surface_is_exactly_all():
     """In a fresh interpreter (other tests import submodules, which then show in dir(maml)):
     every name in __all__ resolves, and `import maml` exposes nothing else."""
