@@ -178,6 +178,11 @@ def test_a_refused_document_names_each_step_once(runner):
                               step=diagnostic.step).format()
         assert shown.count(f"step {diagnostic.step!r}") == 1, shown
     assert refused.value.format().count("step 'use'") == 1
+    ungranted = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"},
+                                 execute=False)
+    with pytest.raises(RefusedError) as refused:       # "step 'a' (python) runs code: ..."
+        runner.run(ungranted)
+    assert refused.value.format().count("step 'a'") == 1, refused.value.format()
 
 
 def test_the_public_surface_is_exactly_all():
