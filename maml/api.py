@@ -71,7 +71,7 @@ def run(doc: Document | PathLike, *, params: Mapping[str, Any] | None = None,
     Raises a maml.errors.MamlError subclass for a document, input or usage problem found
     before the first step (DocumentError, InvalidInput, RefusedError, UsageError); a run
     that starts returns its RunResult whatever its steps do."""
-    from maml.runtime.api import run_document
+    from maml.runtime.launch import run_document
 
     doc = _document(doc)
     observers = list(observers)
@@ -115,7 +115,7 @@ class Session:
         """`workers`: CPU worker processes (default min(4, CPUs)), all started now.
         `backend`: run on this executor backend instead (e.g. a RayBackend you made);
         `close()` closes it."""
-        from maml.runtime.api import default_workers
+        from maml.runtime.launch import default_workers
 
         self.workers = workers or default_workers()
         if backend is None:

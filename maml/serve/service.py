@@ -166,7 +166,7 @@ class Service:
     def _new_session(self) -> Any:
         """A runner thread's maml.Session: warm CPU workers and one per GPU of this machine."""
         import maml
-        from maml.runtime.api import default_workers
+        from maml.runtime.launch import default_workers
         from maml.runtime.devices.book import DeviceBook
         from maml.runtime.executors.local import LocalBackend
 
