@@ -172,7 +172,7 @@ class Service:
         """A runner thread's maml.Session: warm CPU workers and one per GPU of this machine,
         with the devices `start()` discovered (no NVML probe per run)."""
         import maml
-        from maml.runtime.api import default_workers
+        from maml.runtime.launch import default_workers
         from maml.runtime.devices.book import DeviceBook
         from maml.runtime.executors.local import LocalBackend
 
