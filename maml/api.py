@@ -77,7 +77,7 @@ def run(doc: Document | PathLike, *, params: Mapping[str, Any] | None = None,
     Raises a maml.errors.MamlError subclass for a document, input or usage problem found
     before the first step (DocumentError, InvalidInput, RefusedError, UsageError); a run
     that starts returns its RunResult whatever its steps do."""
-    from maml.runtime.api import run_document
+    from maml.runtime.launch import run_document
 
     doc = _document(doc)
     observers = list(observers)
@@ -124,7 +124,7 @@ class Session:
         `backend`: run on this executor backend instead (e.g. a RayBackend you made);
         `close()` closes it. `inventory`: the devices every run of this session uses
         (`maml.runtime.devices.discover()` once), instead of a discovery per run."""
-        from maml.runtime.api import default_workers
+        from maml.runtime.launch import default_workers
 
         self.workers = workers or default_workers()
         if backend is None:

@@ -1,7 +1,7 @@
 """create_app(): the FastAPI application of `maml serve`.
 
     /              the dashboard (static files from maml/serve/static, shipped in the wheel)
-    /api/v1/...    the API (maml.serve.api); OpenAPI at /api/v1/openapi.json, read in the
+    /api/v1/...    the API (maml.serve.routes); OpenAPI at /api/v1/openapi.json, read in the
                    dashboard at /#/api
     /mcp           the MCP tools over streamable HTTP (maml.serve.mcp_tools)
 
@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 
 from maml import __version__
 from maml.errors import DocumentError, GraphError, InvalidInput, MamlError, RefusedError, UsageError
-from maml.serve.api import router
+from maml.serve.routes import router
 from maml.serve.auth import Credentials
 from maml.serve.guard import BodyLimit, Guard
 from maml.serve.service import NotFound, Service

@@ -195,7 +195,7 @@ class Service:
         per GPU of this machine, with the devices `start()` discovered (no NVML probe per
         run). The other lanes see no GPU: their runs never place a step on one."""
         import maml
-        from maml.runtime.api import default_workers
+        from maml.runtime.launch import default_workers
         from maml.runtime.devices.book import DeviceBook
         from maml.runtime.executors.local import LocalBackend
 
