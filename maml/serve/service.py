@@ -68,6 +68,8 @@ class Service:
         from maml.graph import Recorder
         from maml.runtime.devices import discover
 
+        import maml.runtime.launch   # noqa: F401 - the runtime's imports, before any run waits
+
         self.records.lock()
         self.recorder = Recorder(self._graph_path)
         self.inventory = discover()
