@@ -60,6 +60,8 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
             doc.meta.get("executor"), backend))
         if hasattr(backend, "add_slots"):
             backend.add_slots(devices.slots(workers or default_workers()))
+        if hasattr(backend, "prestart"):
+            backend.prestart(first_wave(plan, devices.slots(workers or default_workers())))
         run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
         scheduler = Scheduler(
             plan, store=store, broadcaster=broadcaster, devices=devices, backend=backend,
@@ -104,6 +106,16 @@ def _backend(doc: Document, workers: int | None, executor: str | None,
     from maml.runtime.executors.local import LocalBackend
 
     return LocalBackend({"cpu": workers or default_workers()})
+
+
+def first_wave(plan: Plan, slots: Mapping[str, int]) -> int:
+    """How many attempts can start at once when the run begins: the steps that need nothing,
+    capped by the slots of the devices they may use ("cuda" counts every GPU's slots)."""
+    roots = [step for step in plan.steps.values() if not step.needs]
+    usable = {device for step in roots for device in step.devices}
+    capacity = sum(count for device, count in slots.items()
+                   if device in usable or device.split(":")[0] in usable)
+    return min(len(roots), capacity)
 
 
 def plan_document(doc: Document, *, params: Mapping[str, Any] | None = None,

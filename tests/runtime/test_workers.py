@@ -79,3 +79,34 @@ def test_a_script_without_a_main_guard_is_not_rerun_in_the_workers(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["ran script", "7"]
+
+
+def test_prestart_has_the_first_wave_of_workers_started_before_it_is_asked_for(tmp_path):
+    pool = WorkerPool({"cpu": 3})
+    try:
+        pool.prestart(3)                         # the spare counts as one of the three
+        waiting = set(pool.all_processes())
+        assert len(waiting) == 3 and pool.started == 3
+        taken = [pool.acquire("cpu") for _ in range(3)]
+        assert set(taken) <= waiting            # none of the first three attempts waits for a spawn
+        pool.prestart(1)                         # the spare started behind them is enough
+        assert pool.idle == [] and pool.spare is not None
+    finally:
+        pool.shutdown()
+
+
+def test_the_first_wave_counts_the_roots_that_the_free_slots_can_run():
+    from maml.runtime.api import first_wave
+    from maml.runtime.plan import Plan, PlannedStep
+
+    def plan(devices, needs=()):
+        steps = {f"s{i}": PlannedStep(id=f"s{i}", kind="python", devices=devices,
+                                      needs=needs if i else ()) for i in range(4)}
+        return Plan(path=None, steps=steps)
+
+    slots = {"cpu": 2, "cuda:0": 1, "cuda:1": 1}
+    assert first_wave(plan(("cuda",)), slots) == 2          # two GPUs, one slot each
+    assert first_wave(plan(("cuda:1",)), slots) == 1
+    assert first_wave(plan(("cuda", "cpu")), slots) == 4
+    assert first_wave(plan(("cpu",)), slots) == 2
+    assert first_wave(plan(("cpu",), needs=("s0",)), slots) == 1   # a chain: one root

@@ -70,6 +70,12 @@ class WorkerPool:
         self.workers.append(worker)
         return worker
 
+    def prestart(self, count: int) -> None:
+        """Have `count` started workers waiting (prestarted ones and the spare), so that the
+        first `count` attempts of a run start at once instead of one after another."""
+        waiting = len(self.idle) + (self.spare is not None)
+        self.idle += [self._spawn() for _ in range(count - waiting)]
+
     def _fresh_worker(self) -> WorkerProcess:
         """A prestarted worker, else the spare (a new spare starts behind it), else a new one."""
         while self.idle:
@@ -142,6 +148,10 @@ class LocalBackend:
     def add_slots(self, slots: Mapping[str, int]) -> None:
         """Slots for devices found after the backend started (GPUs; a Session's next run)."""
         self.pool.slots.update(slots)
+
+    def prestart(self, count: int) -> None:
+        """Start workers now for the first `count` attempts (WorkerPool.prestart)."""
+        self.pool.prestart(count)
 
     def submit(self, request: Any) -> Handle:
         device = request.device.id

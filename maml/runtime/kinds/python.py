@@ -130,6 +130,13 @@ _LINES: dict[str, list[str]] = {}
 
 
 def _call_with_what_it_takes(func: Any, *args: Any) -> Any:
+    if type(func) is types.FunctionType and not hasattr(func, "__wrapped__") \
+            and not hasattr(func, "__signature__"):
+        # what inspect.signature would say, read off the code object (~40x cheaper)
+        code = func.__code__
+        if code.co_flags & inspect.CO_VARARGS:
+            return func(*args)
+        return func(*args[:code.co_argcount])
     try:
         parameters = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):

@@ -111,3 +111,27 @@ def test_a_block_shared_by_many_steps_is_compiled_once_per_worker(runner):
     for n in range(12):
         compiled, known = result.steps[f"s{n}"].output
         assert compiled == 1 and known <= lines      # one code object, one line list
+
+
+def test_run_gets_as_many_arguments_as_its_signature_takes():
+    import functools
+
+    from maml.runtime.kinds.python import _call_with_what_it_takes
+
+    def wrapped(*args):
+        return args
+
+    cases = {
+        "def f():\n    return ()": (),
+        "def f(a):\n    return (a,)": (1,),
+        "def f(a, b, c, d=4):\n    return (a, b, c, d)": (1, 2, 3, 4),
+        "def f(a, /, b):\n    return (a, b)": (1, 2),
+        "def f(a, *rest):\n    return (a, *rest)": (1, 2, 3),
+        "def f(a, *, k=9):\n    return (a, k)": (1, 9),
+    }
+    for source, expected in cases.items():
+        namespace: dict = {}
+        exec(source, namespace)
+        assert _call_with_what_it_takes(namespace["f"], 1, 2, 3) == expected, source
+
+    assert _call_with_what_it_takes(functools.partial(wrapped, 0), 1, 2) == (0, 1, 2)
