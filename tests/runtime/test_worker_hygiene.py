@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from maml.runtime.events import DeviceRef
-from maml.runtime.hygiene import MemoryReading, pin_environment
+from maml.runtime.hygiene import MemoryReading
 from maml.runtime.workers import WorkerProcess
 from worker_helpers import outcome, request
 
@@ -184,14 +184,6 @@ def test_a_cpu_worker_sees_no_gpu(worker, tmp_path):
     worker.send(("attempt", request(PIN_BODY, tmp_path)))
     kind, text, _ = outcome(worker)
     assert (kind, json.loads(text)) == ("result", ["", "", "cpu", "cpu", None])
-
-
-def test_pin_environment_without_uuid_follows_the_runs_visible_list():
-    gpu = DeviceRef("cuda:1", kind="cuda", index=1)
-    assert pin_environment(gpu, "2,3")["CUDA_VISIBLE_DEVICES"] == "3"
-    assert pin_environment(gpu, None)["CUDA_VISIBLE_DEVICES"] == "1"
-    mig = DeviceRef("cuda:0", kind="cuda", index=0, uuid="MIG-4f0c")
-    assert pin_environment(mig, "0")["CUDA_VISIBLE_DEVICES"] == "MIG-4f0c"
 
 
 def test_placed_on_a_fake_gpu_the_step_runs_pinned_to_its_uuid(runner):
