@@ -197,23 +197,25 @@ def test_placed_on_a_fake_gpu_the_step_runs_pinned_to_its_uuid(runner):
 
 # -- liveness and messages --------------------------------------------------------------------
 
+# One C call (catastrophic regex backtracking) that holds the GIL for about `seconds` whatever
+# the machine's speed (a fixed length held it 0.45 s on CI and 2 s on the dev box): each extra
+# "a" doubles the time, calibrated on a short one in the worker itself.
+HOLD_GIL = """
+import re, time
+def backtrack(n):
+    started = time.perf_counter()
+    re.match(r"(a+)+$", "a" * n + "b")
+    return time.perf_counter() - started
+def hold_gil(seconds):
+    n, took = 18, backtrack(18)
+    while took * 2 ** (n - 18) < seconds:
+        n += 1
+    return backtrack(n)
+"""
+
 
 def test_cpu_time_advances_while_the_gil_is_held_and_heartbeats_stop(worker, tmp_path):
-    # catastrophic backtracking: one C call that holds the GIL for ~2 s whatever the machine's
-    # speed (a fixed length held it 0.45 s on CI and 2 s here): each extra "a" doubles the
-    # time, calibrated on a short one in the worker itself
-    body = """
-        import re, time
-        def backtrack(n):
-            started = time.perf_counter()
-            re.match(r"(a+)+$", "a" * n + "b")
-            return time.perf_counter() - started
-        n, took = 18, backtrack(18)
-        while took * 2 ** (n - 18) < 2.0:
-            n += 1
-        time.sleep(0.3)
-        result = backtrack(n) > 0
-    """
+    body = HOLD_GIL + "time.sleep(0.3)\nresult = hold_gil(2.0) > 0\n"
     worker.send(("attempt", request(body, tmp_path, heartbeat_interval=0.05)))
     timeline: list[tuple[str, float | None]] = []     # (message or "cpu", cpu seconds)
     while not timeline or timeline[-1][0] != "result":
@@ -241,19 +243,7 @@ def test_an_attempt_costs_two_messages_when_it_is_quick(worker, tmp_path):
 
 
 def test_a_step_holding_the_gil_past_its_heartbeat_timeout_is_alive_not_hung(runner, events):
-    # one C call (catastrophic regex backtracking) holds the GIL for ~5 s whatever the
-    # machine's speed: each extra "a" doubles the time, calibrated on a short one
-    body = """
-        import re, time
-        def backtrack(n):
-            started = time.perf_counter()
-            re.match(r"(a+)+$", "a" * n + "b")
-            return time.perf_counter() - started
-        n, took = 16, backtrack(16)
-        while took * 2 ** (n - 16) < 5.0:
-            n += 1
-        result = backtrack(n)
-    """
+    body = HOLD_GIL + "result = hold_gil(5.0)\n"
     doc = runner.write_doc({"policy": {"retries": 0, "heartbeat_timeout": "2s"},
                             "pipeline": [{"id": "re", "block": "re"}]}, {"re": body})
     result = runner.run(doc, observers=[events])
