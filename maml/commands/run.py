@@ -163,7 +163,7 @@ def _signals_stop_the_run() -> Iterator[tuple[threading.Event, list[int]]]:
 def _dry_run(doc: Any, params: dict[str, Any], principal: str | None, input_file: str | None,
              inject: tuple[str, ...], as_json: bool) -> None:
     """Every check a run makes, then the plan; nothing runs, nothing is written."""
-    from maml.runtime.api import plan_document
+    from maml.runtime.launch import plan_document
     from maml.runtime.planview import describe_plan, format_plan
 
     plan, devices = plan_document(doc, params=params, principal=principal, input=input_file,

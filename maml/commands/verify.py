@@ -28,7 +28,7 @@ from maml.errors import RefusedError, UsageError
 def command(documents: tuple[str, ...], key_paths: tuple[str, ...], as_json: bool) -> None:
     """Check DOCUMENTS' signatures (DOC.sig); exit 3 if one is not signed by a trusted key."""
     from maml.graph import docsig, keys
-    from maml.graph.api import trusted_keys
+    from maml.graph.verify import trusted_keys
 
     trusted = trusted_keys(list(key_paths) or None)
     names = keys.key_names()

@@ -9,13 +9,14 @@
         observers.append(recorder)
 
 Layout: canonical (JSON bytes), keys (Ed25519 key files), signing (signed heads), store (the
-append-only log and its writer), record (the observer), load/index (verify and index),
+append-only log and its writer), record (the observer), load/index (read back, checked,
+indexed), verify (open() and verify_path(): from a path to a verified graph),
 queries/patterns (ErrorGraph), export/report (graphml, json, dot, HTML).
 """
 
 from __future__ import annotations
 
-from maml.graph.api import open, verify_path
+from maml.graph.verify import open, verify_path
 from maml.graph.load import VerifyReport
 from maml.graph.queries import ErrorGraph
 from maml.graph.record import Recorder

@@ -162,6 +162,6 @@ class ErrorGraph:
 
     def verify(self, public_key: Any = None) -> VerifyReport:
         """Check every hash, chain link and signature again; never raises for a bad record."""
-        from maml.graph import api
+        from maml.graph.verify import verify_path
 
-        return api.verify_path(self.path, public_key or self._trusted_keys)
+        return verify_path(self.path, public_key or self._trusted_keys)

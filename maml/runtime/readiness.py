@@ -78,9 +78,9 @@ class Readiness:
         for need in step.planned.needs:
             upstream = self.steps[need]
             if upstream.status in ("skipped", "cancelled"):
-                return f"skipped because {need!r} was {upstream.status}"
+                return f"its input {need!r} was {upstream.status}"
             if upstream.status == "failed" and upstream.planned.policy.on_exhausted != "continue":
-                return f"skipped because its input {need!r} failed"
+                return f"its input {need!r} failed"
         return None
 
     def _begin(self, step: StepRun) -> None:

@@ -71,13 +71,15 @@ class RunStore:
 
     @classmethod
     def create(cls, state_dir: str | os.PathLike[str], document: str | None,
-               document_digest: str) -> RunStore:
+               document_digest: str, *, durable: bool = True) -> RunStore:
+        """A new run. durable=False: the manifest is not fsynced (`maml serve` makes its own
+        record of the run durable and writes the manifest again if a crash lost it)."""
         from maml.runtime.checkpoint import new_run_id
 
         store = cls(state_dir, new_run_id())
         while store.run_dir.exists():  # same microsecond and same random suffix: pick again
             store = cls(state_dir, new_run_id())
-        store.write_manifest(document, document_digest)
+        store.write_manifest(document, document_digest, durable=durable)
         return store
 
     @classmethod
@@ -97,13 +99,14 @@ class RunStore:
                              f"not {document}; resume it with that document or start a new run")
         return store
 
-    def write_manifest(self, document: str | None, document_digest: str) -> None:
+    def write_manifest(self, document: str | None, document_digest: str, *,
+                       durable: bool = True) -> None:
         from maml.runtime.checkpoint import atomic_write_json
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "manifest.json", {
             "run_id": self.run_id, "document": document, "document_digest": document_digest,
-            "created_at": time.time()})
+            "created_at": time.time()}, durable=durable)
 
     def manifest(self) -> dict[str, Any] | None:
         from maml.runtime.checkpoint import read_json

@@ -7,7 +7,7 @@
     service    Service: every operation the HTTP API, the dashboard and MCP offer, once
     auth       the bearer token and the principal it stands for
     app        create_app(): FastAPI (API under /api/v1, dashboard at /, MCP at /mcp)
-    api        the /api/v1 routes; mcp_tools: the MCP tools; client: the HTTP client of
+    routes     the /api/v1 routes; mcp_tools: the MCP tools; client: the HTTP client of
                `maml submit` and `maml runs --server`
     static/    the dashboard: HTML, CSS, JS and vendored libraries (no CDN)
 

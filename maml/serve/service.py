@@ -49,6 +49,7 @@ class Service:
         self.recorder: Any = None
         self.inventory: Any = None
         self._requests: dict[str, RunRequest] = {}
+        self._parsed: dict[str, Any] = {}          # run id -> its Document, until it starts
         self._by_key: dict[str, str] = {}          # idempotency key -> run id
         self._finals: dict[str, dict[str, Any]] = {}   # run id -> its final record
         self._lock = threading.Lock()
@@ -75,6 +76,7 @@ class Service:
             view = self.hub.restore(request.run_id, self.records.events(request.run_id))
             final = self.records.final(request.run_id)
             if final is None:
+                self.records.recover(request)
                 self.hub.publish(request.run_id, "run_requeued")
                 self.runner.put(request)
             else:
@@ -116,6 +118,7 @@ class Service:
                                  idempotency_key=idempotency_key)
             self.records.accept(request)
             self._requests[request.run_id] = request
+            self._parsed[request.run_id] = doc
             if idempotency_key is not None:
                 self._by_key[idempotency_key] = request.run_id
         self.hub.publish(request.run_id, "run_queued", document=doc.path, steps=dag)
@@ -138,7 +141,9 @@ class Service:
         from maml.graph import settings
 
         try:
-            doc = maml.parse(request.document, path=request.path)
+            doc = self._parsed.pop(request.run_id, None)   # parsed when it was submitted
+            if doc is None:                                # (or not: a restart requeued it)
+                doc = maml.parse(request.document, path=request.path)
             with settings.overrides(require_signed=request.require_signed):
                 result = maml.run(doc, graph=False, observers=[self.recorder, self.hub],
                                   resume=request.run_id, state_dir=self.state_dir,
@@ -164,15 +169,17 @@ class Service:
             self._finish(request.run_id, payload, started, result.problems, result.output)
 
     def _new_session(self) -> Any:
-        """A runner thread's maml.Session: warm CPU workers and one per GPU of this machine."""
+        """A runner thread's maml.Session: warm CPU workers and one per GPU of this machine,
+        with the devices `start()` discovered (no NVML probe per run)."""
         import maml
-        from maml.runtime.api import default_workers
+        from maml.runtime.launch import default_workers
         from maml.runtime.devices.book import DeviceBook
         from maml.runtime.executors.local import LocalBackend
 
         workers = self.workers or default_workers()
         slots = DeviceBook(self.inventory).slots(workers)
-        return maml.Session(workers=workers, backend=LocalBackend(slots, prestart=1))
+        return maml.Session(workers=workers, backend=LocalBackend(slots, prestart=1),
+                            inventory=self.inventory)
 
     def _end_unrecorded(self, request: RunRequest, status: str, started: float, problem: str,
                         code: str | None = None) -> None:
@@ -197,6 +204,7 @@ class Service:
         self.hub.publish(run_id, "run_finished", status=result["status"],
                          errors=result.get("errors", 0), recoveries=result.get("recoveries", 0),
                          problems=problems)
+        self.records.close_events(run_id)     # its last event is written
 
     def request(self, run_id: str) -> RunRequest:
         try:
@@ -233,8 +241,11 @@ class Service:
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; a run that has ended is left as it is."""
         request = self.request(run_id)
+        if run_id in self._finals:   # ended (its runner thread may not have let go of it yet)
+            return {"run_id": run_id, "cancelled": False, "was": self.run(run_id)["status"]}
         where = self.runner.cancel(run_id)
         if where == "queued":
+            self._parsed.pop(run_id, None)
             self._end_unrecorded(request, "cancelled", request.submitted_at,
                                  "cancelled before it started")
         return {"run_id": run_id, "cancelled": where is not None,

@@ -52,7 +52,7 @@ class Runner:
         return maml.load(path)
 
     def run(self, doc: Any, **options: Any):
-        from maml.runtime.api import run_document
+        from maml.runtime.launch import run_document
 
         options.setdefault("state_dir", str(self.tmp_path / ".maml"))
         options.setdefault("clock", self.clock)

@@ -96,7 +96,7 @@ def test_prestart_has_the_first_wave_of_workers_started_before_it_is_asked_for(t
 
 
 def test_the_first_wave_counts_the_roots_that_the_free_slots_can_run():
-    from maml.runtime.api import first_wave
+    from maml.runtime.launch import first_wave
     from maml.runtime.plan import Plan, PlannedStep
 
     def plan(devices, needs=()):

@@ -6,7 +6,7 @@ the environment: MAML_STEP, MAML_ATTEMPT, MAML_DEVICE, MAML_RUN_DIR, MAML_PARAMS
 MAML_INPUTS (JSON), MAML_PARAM_<NAME> for each scalar param, and the variables of its
 `env` param. It runs in its `cwd` param (relative to the document), else in the current
 directory. The run refuses a document with a shell step unless the document grants
-`permissions.execute` (checked before the run starts, by maml.runtime.api).
+`permissions.execute` (checked before the run starts, by maml.runtime.launch).
 
 The step ends when bash exits. Its output goes to files, not pipes, so a background job
 (`sleep 30 &`) that keeps the output open cannot hold the step; whatever is still running

@@ -1,4 +1,5 @@
-"""`run_document`: everything a run needs, checked before the first worker starts.
+"""Launching a run: `run_document` checks everything a run needs before the first worker
+starts, then hands the plan to the scheduler; `plan_document` stops after the plan.
 
 In order: the document's signature and permissions (RefusedError, exit 3), its error
 diagnostics, the plan (DocumentError naming file, line and step), the --input against

@@ -1,4 +1,5 @@
-"""`maml.graph.open()` and `verify_path()`: from a path to a verified ErrorGraph or a report."""
+"""Opening a record verified: `maml.graph.open()`, `verify_path()`, the keys to trust, the
+witness (rollback) check. From a path to a verified ErrorGraph, or to a report of what is wrong."""
 
 from __future__ import annotations
 
