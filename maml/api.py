@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from maml.document.model import Diagnostic, Document
+    from maml.runtime.devices import Inventory
     from maml.runtime.result import RunResult
 
 PathLike = str | os.PathLike[str]
@@ -44,7 +45,7 @@ def run(doc: Document | PathLike, *, params: Mapping[str, Any] | None = None,
         state_dir: PathLike = ".maml", principal: str | None = None,
         observers: Iterable[Any] = (), executor: str | None = None,
         address: str | None = None, session: Session | None = None,
-        stop: threading.Event | None = None) -> RunResult:
+        inventory: Inventory | None = None, stop: threading.Event | None = None) -> RunResult:
     """Run a document's pipeline under its fault-tolerance policy; returns a RunResult.
 
     doc         a Document, or the path of a document file
@@ -64,7 +65,12 @@ def run(doc: Document | PathLike, *, params: Mapping[str, Any] | None = None,
     executor    "local", "ray" or "auto" (default: the front matter's `executor:`, else
                 $MAML_EXECUTOR, else auto: Ray when $RAY_ADDRESS is set); `address` a Ray
                 cluster to join
-    session     a Session whose warm workers run this run (its `workers` is used)
+    session     a Session whose warm workers run this run (its `workers` is used, and its
+                `inventory` when none is given here)
+    inventory   the devices to run on, a maml.runtime.devices.Inventory (from `discover()`);
+                default: discovered for this run, only when a step may use a GPU (an NVML
+                probe, ~70 ms). A caller that runs many documents discovers once and passes
+                it (`maml serve` does); GPUs plugged in later are then not seen
     stop        a threading.Event; setting it (from a signal handler or another thread)
                 cancels the attempts in flight and ends the run `interrupted`
 
@@ -84,11 +90,12 @@ def run(doc: Document | PathLike, *, params: Mapping[str, Any] | None = None,
     backend = session.backend if session is not None else None
     if session is not None:
         workers = session.workers
+        inventory = inventory if inventory is not None else session.inventory
     try:
         result = run_document(doc, params=params, inject=inject, resume=resume, input=input,
                               workers=workers, observers=observers, state_dir=state_dir,
                               principal=principal, executor=executor, address=address,
-                              backend=backend, stop=stop)
+                              inventory=inventory, backend=backend, stop=stop)
     finally:
         if recorder is not None:
             recorder.close()  # commits what is left; a run that never ended is marked interrupted
@@ -111,10 +118,12 @@ class Session:
     `maml.run` without a session starts workers for that run and stops them after it.
     """
 
-    def __init__(self, *, workers: int | None = None, backend: Any = None) -> None:
+    def __init__(self, *, workers: int | None = None, backend: Any = None,
+                 inventory: Inventory | None = None) -> None:
         """`workers`: CPU worker processes (default min(4, CPUs)), all started now.
         `backend`: run on this executor backend instead (e.g. a RayBackend you made);
-        `close()` closes it."""
+        `close()` closes it. `inventory`: the devices every run of this session uses
+        (`maml.runtime.devices.discover()` once), instead of a discovery per run."""
         from maml.runtime.launch import default_workers
 
         self.workers = workers or default_workers()
@@ -123,6 +132,7 @@ class Session:
 
             backend = LocalBackend({"cpu": self.workers}, prestart=self.workers - 1)
         self.backend = backend
+        self.inventory = inventory
         self.closed = False
 
     def run(self, doc: Document | PathLike, **options: Any) -> RunResult:

@@ -48,6 +48,8 @@ class MamlError(Exception):
         if self.path:
             where = self.path + (f":{self.line}" if self.line else "") + ": "
         step = f"step {self.step!r}: " if self.step else ""
+        if step and self.message.startswith(f"step {self.step!r}"):   # it names it already
+            step = ""
         return f"{where}{step}{self.message} [{self.code}]"
 
 

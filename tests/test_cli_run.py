@@ -268,7 +268,7 @@ def test_the_verdict_counts_each_status_and_the_cause_names_its_own_error(tmp_pa
     assert result["quickfail"]["error"]["message"] == "quick"
     assert result["quickfail"]["attempts"] == 1
     assert re.search(r"step 'quickfail': failed: .*ValueError: quick.*\[user_error\]", done.stderr)
-    assert re.search(r"step 'downstream': skipped: skipped because its input 'quickfail' failed",
+    assert re.search(r"step 'downstream': skipped: its input 'quickfail' failed",
                      done.stderr)
     assert re.fullmatch(r"maml: run failed in [\d.]+ s: .*1 skipped.*", done.stderr.splitlines()[-1])
 

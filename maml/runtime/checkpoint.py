@@ -50,11 +50,12 @@ def new_run_id() -> str:
     return f"{stamp}.{int(now % 1 * 1e6):06d}-{secrets.token_hex(3)}"
 
 
-def atomic_write_json(path: Path, value: Any) -> None:
+def atomic_write_json(path: Path, value: Any, *, durable: bool = True) -> None:
     """Write `value` as canonical JSON to `path` so that a crash leaves the old file or the
-    new one. Raises maml.canonical.CanonicalError (a ValueError) for NaN or unknown types."""
+    new one (durable=False: no fsync, see write_atomic). Raises
+    maml.canonical.CanonicalError (a ValueError) for NaN or unknown types."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, canonical.dumps(value))   # mkstemp: no planted temp
+    write_atomic(path, canonical.dumps(value), durable=durable)   # mkstemp: no planted temp
 
 
 def read_json(path: Path) -> Any | None:

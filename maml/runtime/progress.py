@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from maml.runtime.events import Observer
@@ -20,8 +21,10 @@ _STYLE = {"succeeded": "green", "cached": "cyan", "failed": "red", "skipped": "y
 
 class ProgressDisplay(Observer):
     def __init__(self, stream: IO[str] | None = None, *, quiet: bool = False,
-                 live: bool | None = None) -> None:
+                 live: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: seconds, for each step's duration (tests inject one)."""
         self.stream = stream or sys.stderr
+        self.clock = clock
         self.quiet = quiet
         self.live = (not quiet and self.stream.isatty()) if live is None else live
         self._progress: Any = None
@@ -57,7 +60,7 @@ class ProgressDisplay(Observer):
     # -- steps -------------------------------------------------------------------------
 
     def on_attempt_started(self, *, step: Any, attempt: int, device: Any, **_: Any) -> None:
-        self._started.setdefault(step.id, time.monotonic())
+        self._started.setdefault(step.id, self.clock())
         self._update(step.id, f"[bold]{step.id}[/]: attempt {attempt} on {device.id}", start=True)
 
     def on_recovery_applied(self, *, step: Any, attempt: int, error: Any, action: str,
@@ -86,9 +89,14 @@ class ProgressDisplay(Observer):
                                   unit=unit or "")
 
     def on_step_finished(self, *, step: Any, status: str, attempts: int, **_: Any) -> None:
-        seconds = time.monotonic() - self._started.get(step.id, time.monotonic())
-        text = f"{step.id}: {status}" + (
-            "" if status == "cached" else f" after {attempts} attempt(s) in {seconds:.2f} s")
+        started = self._started.get(step.id)
+        if status == "cached":
+            text = f"{step.id}: cached"
+        elif started is None:    # cancelled before any attempt: no attempt count, no time
+            text = f"{step.id}: {status} before it started"
+        else:
+            text = (f"{step.id}: {status} after {attempts} attempt(s) in "
+                    f"{self.clock() - started:.2f} s")
         self._finish(step.id, text, status)
 
     def on_step_skipped(self, *, step: Any, reason: str, **_: Any) -> None:

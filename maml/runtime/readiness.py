@@ -51,7 +51,7 @@ class Readiness:
     busy: dict[str, int]                      # device -> attempts in flight
     _seq: int
 
-    if TYPE_CHECKING:   # provided by maml.runtime.recovery.Recovery
+    if TYPE_CHECKING:   # provided by Recovery
         def _end(self, step: StepRun, status: str, reason: str | None,
                  error: ErrorInfo | None = None, *, announce_after_flush: bool = False) -> None: ...
         def _cancel(self, step: StepRun) -> None: ...
@@ -78,9 +78,9 @@ class Readiness:
         for need in step.planned.needs:
             upstream = self.steps[need]
             if upstream.status in ("skipped", "cancelled"):
-                return f"skipped because {need!r} was {upstream.status}"
+                return f"its input {need!r} was {upstream.status}"
             if upstream.status == "failed" and upstream.planned.policy.on_exhausted != "continue":
-                return f"skipped because its input {need!r} failed"
+                return f"its input {need!r} failed"
         return None
 
     def _begin(self, step: StepRun) -> None:

@@ -59,6 +59,7 @@ class RunStore:
         self.state_dir = Path(state_dir)
         self.run_id = run_id
         self.run_dir = self.state_dir / "runs" / run_id
+        self.run_dir_str = str(self.run_dir)           # what crosses to workers, per attempt
         self.log_path = self.run_dir / LOG_NAME
         self._records: dict[str, dict[str, Any]] | None = None
         self._verified: dict[str, str | None] = {}     # sha -> problem (None: intact)
@@ -70,13 +71,15 @@ class RunStore:
 
     @classmethod
     def create(cls, state_dir: str | os.PathLike[str], document: str | None,
-               document_digest: str) -> RunStore:
+               document_digest: str, *, durable: bool = True) -> RunStore:
+        """A new run. durable=False: the manifest is not fsynced (`maml serve` makes its own
+        record of the run durable and writes the manifest again if a crash lost it)."""
         from maml.runtime.checkpoint import new_run_id
 
         store = cls(state_dir, new_run_id())
         while store.run_dir.exists():  # same microsecond and same random suffix: pick again
             store = cls(state_dir, new_run_id())
-        store.write_manifest(document, document_digest)
+        store.write_manifest(document, document_digest, durable=durable)
         return store
 
     @classmethod
@@ -96,13 +99,14 @@ class RunStore:
                              f"not {document}; resume it with that document or start a new run")
         return store
 
-    def write_manifest(self, document: str | None, document_digest: str) -> None:
+    def write_manifest(self, document: str | None, document_digest: str, *,
+                       durable: bool = True) -> None:
         from maml.runtime.checkpoint import atomic_write_json
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "manifest.json", {
             "run_id": self.run_id, "document": document, "document_digest": document_digest,
-            "created_at": time.time()})
+            "created_at": time.time()}, durable=durable)
 
     def manifest(self) -> dict[str, Any] | None:
         from maml.runtime.checkpoint import read_json
@@ -215,8 +219,10 @@ class RunStore:
 
     # -- ctx.checkpoint / ctx.restore -----------------------------------------------------
 
-    def state_path(self, step_id: str) -> Path:
-        return self.run_dir / "state" / f"{safe_name(step_id)}.json"
+    def state_path(self, step_id: str) -> str:
+        """Where the step's ctx.checkpoint(state) goes (a str: it is sent with every attempt,
+        and pathlib would cost more than the rest of the scheduler's work for a no-op step)."""
+        return os.path.join(self.run_dir_str, "state", f"{safe_name(step_id)}.json")
 
 
 def read_log(path: Path) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from maml.serve.routes import router
 from maml.serve.auth import Credentials
 from maml.serve.guard import BodyLimit, Guard
 from maml.serve.service import NotFound, Service
+from maml.serve.views import error_body
 
 #: MamlError class -> HTTP status; the first match in this order wins
 STATUS: list[tuple[type[MamlError], int]] = [
@@ -44,11 +45,7 @@ def static_dir() -> Path:
 
 def error_response(exc: MamlError) -> JSONResponse:
     status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-    body: dict[str, Any] = {"code": exc.code, "message": exc.format()}
-    body.update({k: v for k in ("path", "line", "step") if (v := getattr(exc, k, None))})
-    if isinstance(exc, DocumentError):
-        body["diagnostics"] = [d.to_dict() for d in exc.diagnostics]
-    return JSONResponse({"error": body}, status_code=status)
+    return JSONResponse({"error": error_body(exc)}, status_code=status)
 
 
 def create_app(service: Service, credentials: Credentials, *,

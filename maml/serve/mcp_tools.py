@@ -5,8 +5,9 @@ The same server object answers over stdio (`maml mcp`) and streamable HTTP (`/mc
 list_runs, get_step_logs, cancel_run, query_failures, failure_patterns,
 recovery_success_rates, verify_graph, list_devices. Resources: every JSON Schema maml ships,
 as `maml://schemas/<name>`. The SDK validates tool arguments against the schemas it derives
-from the signatures below; a maml error becomes an MCP tool error (`is_error`) whose text
-starts with maml's code, e.g. `MAML-E100: doc.maml.md:7: ...`.
+from the signatures below; a maml error becomes an MCP tool error result (`is_error`) whose
+text starts with maml's code, e.g. `MAML-E100: doc.maml.md:7: ...`, and whose structured
+content is the HTTP API's error body, `{"error": {"code", "message", ...}}`.
 """
 
 from __future__ import annotations
@@ -26,18 +27,30 @@ no longer queued or running."""
 
 
 def _tool_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """maml errors -> MCP tool errors carrying maml's code (anything else is a crash)."""
-    from mcp.server.mcpserver.exceptions import ToolError
+    """maml errors -> MCP tool error results carrying maml's code; anything else is a crash
+    (the SDK hides its text from the client and logs it).
+
+    The result is built here, not raised as the SDK's ToolError: the SDK prefixes a raised
+    ToolError's text with "Error executing tool NAME: ", while a returned
+    `CallToolResult(is_error=True)` reaches the client as it is (the SDK's documented way
+    for a tool to report its own failure). The text starts with maml's code; the structured
+    content is `{"error": ...}`, the body the HTTP API answers with."""
+    from mcp.types import CallToolResult, TextContent
+
+    from maml.serve.views import error_body
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except MamlError as exc:
-            detail = ""
-            if getattr(exc, "diagnostics", None):
-                detail = "\n" + json.dumps([d.to_dict() for d in exc.diagnostics])
-            raise ToolError(f"{exc.code}: {exc.format()}{detail}") from None
+            body = error_body(exc)
+            # code first, as an agent reads it; format() ends with the same code
+            text = f"{exc.code}: {body['message'].removesuffix(f' [{exc.code}]')}"
+            if "diagnostics" in body:
+                text += "\n" + json.dumps(body["diagnostics"])
+            return CallToolResult(content=[TextContent(type="text", text=text)],
+                                  structured_content={"error": body}, is_error=True)
 
     return wrapper
 

@@ -2,7 +2,7 @@
 
 Under the state dir (`.maml/` by default):
 
-    serve/runs/<run_id>/request.json   the accepted request (document text, params, inject,
+    serve/accepted/<run_id>.json       the accepted request (document text, params, inject,
                                        input, principal, seq); written with fsync before the
                                        caller gets its run id, so an accepted run is never lost
     serve/runs/<run_id>/final.json     how it ended: the `maml run --json` object and times
@@ -13,6 +13,14 @@ Under the state dir (`.maml/` by default):
 The run's own store (`runs/<run_id>/`: committed steps, checkpoints, logs) is created at
 acceptance too, so the first execution and a resume after a crash are the same call:
 `maml.run(..., resume=run_id)` skips every step already committed.
+
+Acceptance is what a submission waits for, so it costs two syncs and no more: the request
+file and the `accepted/` directory that already exists (a file in a new directory would
+need a third, of the directory above; each is a journal commit, ~2 ms here). The request
+is created in place (O_EXCL|O_NOFOLLOW under its unique name, no rename): a crash mid-write
+leaves a file that is not JSON, read as "never accepted", which is what the caller saw (it
+got no run id). The run store's manifest and a posted document's file are written without
+fsync; `recover()` writes them again from the request when a crash lost them.
 """
 
 from __future__ import annotations
@@ -21,14 +29,20 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maml import canonical
+from maml._files import fsync_dir, write_atomic, write_synced
 from maml.errors import UsageError
 from maml.runtime.checkpoint import RunStore, atomic_write_json, read_json
+
+#: event files kept open (runs in flight append several events a second)
+OPEN_EVENT_FILES = 64
 
 
 @dataclass
@@ -60,8 +74,11 @@ class Records:
         self.state_dir = Path(state_dir).absolute()
         self.root = self.state_dir / "serve"
         (self.root / "runs").mkdir(parents=True, exist_ok=True)
+        (self.root / "accepted").mkdir(parents=True, exist_ok=True)
         (self.root / "documents").mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
+        self._event_files: dict[str, Any] = {}      # run id -> open events.jsonl, LRU order
+        self._events_lock = threading.Lock()
 
     def lock(self) -> None:
         """Become the one process that runs this state dir's queue, or raise UsageError."""
@@ -75,6 +92,7 @@ class Records:
         self._lock_fd = fd
 
     def unlock(self) -> None:
+        self.close_events()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -84,24 +102,48 @@ class Records:
 
     def store_document(self, text: str) -> str:
         """Keep a submitted text as a file (content-addressed), so errors name a real file."""
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        path = self.root / "documents" / f"{digest[:32]}.maml.md"
+        path = self._document_path(text)
         if not path.exists():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            write_atomic(path, text.encode("utf-8"), durable=False)   # recover() redoes it
         return str(path)
 
+    def _document_path(self, text: str) -> Path:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return self.root / "documents" / f"{digest[:32]}.maml.md"
+
     def accept(self, request: RunRequest) -> RunRequest:
-        """Create the run's store and write the request durably; returns it with its run id."""
+        """Create the run's store and write the request durably (see the module docstring);
+        returns it with its run id. UsageError if params or input are not JSON data."""
+        try:
+            canonical.dumps({"params": request.params, "input": request.input})
+        except ValueError as exc:        # NaN, Infinity: what the HTTP layer's parser allows
+            raise UsageError(f"the request's params or input: {exc}") from None
         digest = hashlib.sha256(request.document.encode("utf-8")).hexdigest()
-        store = RunStore.create(self.state_dir, os.path.abspath(request.path), digest)
+        store = RunStore.create(self.state_dir, os.path.abspath(request.path), digest,
+                                durable=False)
         request.run_id = store.run_id
-        atomic_write_json(self.dir(store.run_id) / "request.json", request.to_json())
+        self.dir(store.run_id).mkdir()
+        write_synced(self._request_path(store.run_id), canonical.dumps(request.to_json()))
+        fsync_dir(self.root / "accepted")
         return request
+
+    def _request_path(self, run_id: str) -> Path:
+        return self.root / "accepted" / f"{run_id}.json"
+
+    def recover(self, request: RunRequest) -> None:
+        """After a restart: write again what acceptance left unsynced and a crash lost (the
+        run store's manifest, a posted document's file)."""
+        self.dir(request.run_id).mkdir(exist_ok=True)
+        if request.path == str(self._document_path(request.document)):
+            self.store_document(request.document)
+        store = RunStore(self.state_dir, request.run_id)
+        if store.manifest() is None:
+            digest = hashlib.sha256(request.document.encode("utf-8")).hexdigest()
+            store.write_manifest(os.path.abspath(request.path), digest)
 
     def finish(self, run_id: str, final: dict[str, Any]) -> None:
         atomic_write_json(self.dir(run_id) / "final.json", final)
+        fsync_dir(self.root / "runs")       # the run's directory itself was made unsynced
 
     def final(self, run_id: str) -> dict[str, Any] | None:
         return read_json(self.dir(run_id) / "final.json")
@@ -109,16 +151,33 @@ class Records:
     def requests(self) -> Iterator[RunRequest]:
         """Every accepted request, in submission order."""
         found = []
-        for run_dir in (self.root / "runs").iterdir():
-            data = read_json(run_dir / "request.json")
+        for path in (self.root / "accepted").glob("*.json"):
+            data = read_json(path)
             if isinstance(data, dict):
                 found.append(RunRequest(**data))
         return iter(sorted(found, key=lambda r: r.seq))
 
     def append_event(self, run_id: str, event: dict[str, Any]) -> None:
+        """Append one event line (unsynced: the log is a view, the graph is the record).
+        The files of the latest runs stay open."""
         line = json.dumps(event, separators=(",", ":"), default=str) + "\n"
-        with open(self.dir(run_id) / "events.jsonl", "a", encoding="utf-8") as handle:
+        with self._events_lock:
+            handle = self._event_files.pop(run_id, None)
+            if handle is None:
+                handle = open(self.dir(run_id) / "events.jsonl", "a", encoding="utf-8")
+                if len(self._event_files) >= OPEN_EVENT_FILES:
+                    self._event_files.pop(next(iter(self._event_files))).close()
+            self._event_files[run_id] = handle           # now the most recently used
             handle.write(line)
+            handle.flush()
+
+    def close_events(self, run_id: str | None = None) -> None:
+        """Close a run's event file (all of them when run_id is None)."""
+        with self._events_lock:
+            for key in list(self._event_files) if run_id is None else [run_id]:
+                handle = self._event_files.pop(key, None)
+                if handle is not None:
+                    handle.close()
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         """The run's logged events; a torn last line (a crash mid-write) is left out."""

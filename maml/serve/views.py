@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from maml.errors import DocumentError, MamlError
 from maml.serve.hub import RunView
 from maml.serve.records import RunRequest
 
@@ -71,3 +72,13 @@ def run_row(request: RunRequest, final: dict[str, Any] | None,
             "errors": view.errors if view else 0,
             "recoveries": view.recoveries if view else 0, "steps": len(steps),
             "steps_done": sum(s["status"] in ("succeeded", "cached") for s in steps)}
+
+
+def error_body(exc: MamlError) -> dict[str, Any]:
+    """A maml error as the API and the MCP tools both show it: {"code", "message", and
+    "path", "line", "step" where known, "diagnostics" for a document that cannot run}."""
+    body: dict[str, Any] = {"code": exc.code, "message": exc.format()}
+    body.update({k: v for k in ("path", "line", "step") if (v := getattr(exc, k, None))})
+    if isinstance(exc, DocumentError):
+        body["diagnostics"] = [d.to_dict() for d in exc.diagnostics]
+    return body

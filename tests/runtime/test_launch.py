@@ -139,6 +139,52 @@ def test_a_session_reuses_its_warm_workers_across_runs(runner, tmp_path):
         session.run(doc)
 
 
+def test_a_given_inventory_replaces_discovery_for_maml_run_and_a_session(runner, tmp_path,
+                                                                         monkeypatch):
+    import maml
+    import maml.runtime.devices
+    from maml.runtime.devices import Inventory
+    from maml.runtime.devices.discovery import cpu_device
+
+    def discover(**_):
+        raise AssertionError("devices were discovered although an inventory was given")
+
+    monkeypatch.setattr(maml.runtime.devices, "discover", discover)
+    doc = runner.write_doc({"pipeline": [{"id": "a", "block": "a", "device": ["cuda", "cpu"]}]},
+                           {"a": "result = 1"})
+    options = {"state_dir": str(tmp_path / "s"), "graph": False, "workers": 1}
+    with pytest.raises(AssertionError, match="discovered"):   # a GPU-capable step probes
+        maml.run(doc, **options)
+    given = Inventory(devices=[cpu_device()], source="cpu-only", note="given by the caller")
+    assert maml.run(doc, inventory=given, **options).steps["a"].device == "cpu"
+    with maml.Session(workers=1, inventory=given) as session:
+        assert session.run(doc, state_dir=str(tmp_path / "s"), graph=False).status == "succeeded"
+
+
+def test_a_refused_document_names_each_step_once(runner):
+    """Diagnostics carry their step and say it in their message: the error a run raises
+    from them names it once (V305 unknown kind, V323 a needed block without run())."""
+    from maml.errors import DocumentError
+
+    doc = runner.write_doc({"pipeline": [{"id": "load", "block": "load"},
+                                         {"id": "use", "block": "use", "needs": ["load"],
+                                          "kind": "pythn"}]},
+                           {"load": "x = 1", "use": "def run(inputs, params, ctx):\n    return 1"})
+    with pytest.raises(DocumentError) as refused:
+        runner.run(doc)
+    assert {d.code for d in refused.value.diagnostics} == {"MAML-V305", "MAML-V323"}
+    for diagnostic in refused.value.diagnostics:
+        shown = DocumentError(diagnostic.message, path=doc.path, line=diagnostic.line,
+                              step=diagnostic.step).format()
+        assert shown.count(f"step {diagnostic.step!r}") == 1, shown
+    assert refused.value.format().count("step 'use'") == 1
+    ungranted = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"},
+                                 execute=False)
+    with pytest.raises(RefusedError) as refused:       # "step 'a' (python) runs code: ..."
+        runner.run(ungranted)
+    assert refused.value.format().count("step 'a'") == 1, refused.value.format()
+
+
 def test_the_public_surface_is_exactly_all():
     """In a fresh interpreter (other tests import submodules, which then show in dir(maml)):
     every name in __all__ resolves, and `import maml` exposes nothing else."""

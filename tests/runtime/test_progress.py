@@ -21,7 +21,7 @@ def _play(display: ProgressDisplay) -> None:
     display.on_step_finished(run_id="r1", step=STEP, status="succeeded", attempts=2,
                              output_digest="x")
     display.on_step_skipped(run_id="r1", step=StepInfo(id="post", kind="python"),
-                            reason="skipped because 'x' failed")
+                            reason="its input 'x' failed")
     display.on_run_finished(run_id="r1", status="partial", errors=1, recoveries=1, duration=1.5)
 
 
@@ -32,8 +32,26 @@ def test_off_a_terminal_one_line_per_step_end_and_recovery():
     assert lines[0] == ("maml: train: attempt 1 failed (oom, injected); halve_batch "
                         "(batch_size 64->32)")
     assert lines[1].startswith("maml: train: succeeded after 2 attempt(s)")
-    assert lines[2] == "maml: post: skipped (skipped because 'x' failed)"
+    assert lines[2] == "maml: post: skipped (its input 'x' failed)"
     assert len(lines) == 3            # the run's verdict is `maml run`'s last line, not ours
+
+
+def test_a_step_cancelled_before_it_started_has_no_attempts_and_no_time():
+    now = [100.0]
+    stream = io.StringIO()
+    display = ProgressDisplay(stream, clock=lambda: now[0])
+    display.on_attempt_started(run_id="r1", step=STEP, attempt=1, device=DeviceRef("cpu"))
+    now[0] += 2.5
+    display.on_step_finished(run_id="r1", step=STEP, status="cancelled", attempts=1,
+                             output_digest=None)
+    display.on_step_finished(run_id="r1", step=StepInfo(id="later", kind="python"),
+                             status="cancelled", attempts=0, output_digest=None)
+    display.on_step_finished(run_id="r1", step=StepInfo(id="kept", kind="python"),
+                             status="cached", attempts=0, output_digest="x")
+    assert stream.getvalue().splitlines() == [
+        "maml: train: cancelled after 1 attempt(s) in 2.50 s",
+        "maml: later: cancelled before it started",
+        "maml: kept: cached"]
 
 
 def test_quiet_prints_nothing():

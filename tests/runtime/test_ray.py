@@ -4,7 +4,7 @@ One `ray.cluster_utils.Cluster` for the module: a head (1 CPU) and two worker no
 and one `GPU_like` custom resource each), so GPU placement is exercised without a GPU. Ray
 runs only inside the loopback-only namespace (tests run under `unshare -n`), with its temp
 dir under the test's and no dashboard. The node-removal test runs last (it shrinks the
-cluster) and adds a node back.
+cluster).
 """
 
 from __future__ import annotations
@@ -16,15 +16,9 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
-def _interfaces() -> set[str]:
-    """This network namespace's interfaces (/proc/net/dev is per namespace, /sys is not)."""
-    lines = Path("/proc/net/dev").read_text().splitlines()[2:]
-    return {line.split(":", 1)[0].strip() for line in lines}
+from ray_helpers import ray_temp_dir, require_loopback_only  # noqa: E402
 
-
-if _interfaces() - {"lo"}:
-    pytest.skip("Ray starts only in a loopback-only network namespace (unshare -n): it probes "
-                "cloud metadata addresses at start", allow_module_level=True)
+require_loopback_only()
 
 from maml.runtime.backend import Failed, Lost, Started, Succeeded  # noqa: E402
 from maml.runtime.events import DeviceRef  # noqa: E402
@@ -43,24 +37,22 @@ def cluster(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     root = Path(tmp_path_factory.mktemp("ray", numbered=True))
-    temp = Path("/tmp") / f"mr{os.getpid()}"          # unix socket paths must stay short
-    (temp / "ray").mkdir(parents=True, exist_ok=True)
-    old, here = os.environ.get("RAY_TMPDIR"), os.getcwd()
-    os.environ["RAY_TMPDIR"] = str(temp)
+    here = os.getcwd()
     os.chdir(root)                        # Ray's processes start here, never in the checkout
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "temp_dir": str(temp / "ray")})
-    nodes = [cluster.add_node(num_cpus=1, resources={GPU: 1}) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-    cluster.run_dir = root
-    cluster.gpu_nodes = nodes
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-    os.chdir(here)
-    if old is None:
-        os.environ.pop("RAY_TMPDIR", None)
+    with ray_temp_dir() as temp:
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "include_dashboard": False, "temp_dir": str(temp / "ray")})
+        nodes = [cluster.add_node(num_cpus=1, resources={GPU: 1}) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        cluster.run_dir = root
+        cluster.gpu_nodes = nodes
+        try:
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+            os.chdir(here)
 
 
 @pytest.fixture(scope="module")
@@ -163,26 +155,7 @@ def test_a_hang_is_cancelled_by_killing_the_actor(backend, cluster):
     assert of(until_done(backend, [retry]), Succeeded)
 
 
-# -- whole runs: the scheduler on Ray -------------------------------------------------------
-
-DOCUMENTS = Path(__file__).resolve().parents[2] / "documents"
-#: a lean subset with every shape: fan-out, recovery chain, shell, implicit, a dialect
-PARITY = ("fanout.maml.md", "oom_chain.maml.md", "shell_python.maml.md", "implicit.maml.md",
-          "dialects/canonical.maml.md")
-SHAPE = ("run", "step", "attempt", "error", "recovery", "outcome")
-
-
-def graph_shape(graph_dir):
-    """Node counts per type, and each step's (attempt, error class, action) story."""
-    import maml.graph
-
-    nodes = [d for _, d in maml.graph.open(graph_dir).nx.nodes(data=True)]
-    counts = {t: sum(1 for d in nodes if d["type"] == t) for t in SHAPE}
-    story = sorted((d["step"], d.get("attempt", 0), d["type"], d.get("error_class") or "",
-                    d.get("action") or d.get("status") or "")
-                   for d in nodes if d["type"] in ("attempt", "error", "recovery", "outcome")
-                   and d.get("step"))
-    return counts, story
+# -- whole runs: the scheduler on Ray (every document: test_ray_documents.py) ---------
 
 
 @pytest.fixture
@@ -198,22 +171,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("MAML_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.mark.parametrize("name", PARITY)
-def test_documents_give_the_same_outputs_and_graph_shape_on_ray(name, backend, isolated):
-    import maml
-
-    doc = maml.load(DOCUMENTS / name)
-    runs = {}
-    on_ray = maml.Session(backend=backend)          # not closed: the module's backend
-    for where, options in (("local", {}), ("ray", {"session": on_ray})):
-        result = maml.run(doc, state_dir=str(isolated / where), graph=isolated / f"g-{where}",
-                          **options)
-        assert result.status == "succeeded", result.problems
-        runs[where] = (result.output, {k: s.params for k, s in result.steps.items()},
-                       graph_shape(isolated / f"g-{where}"))
-    assert runs["ray"] == runs["local"]
 
 
 SPREAD = """---

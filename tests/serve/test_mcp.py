@@ -45,8 +45,12 @@ async def _stdio_session(tmp_path):
             "documents"][0]["valid"] is True
         bad = await client.call_tool("run_document", {"document": FLAKY.replace(
             "block: fetch", "block: nowhere")})
-        # the SDK puts "Error executing tool run_document: " before maml's code
-        assert bad.is_error and "MAML-E100: " in bad.content[0].text
+        # maml's own error reaches the client as it is: its code first, the API's body
+        assert bad.is_error and bad.content[0].text.startswith("MAML-E100: ")
+        body = bad.structured_content["error"]
+        assert body["code"] == "MAML-E100" and body["diagnostics"][0]["code"]
+        assert body["message"].endswith(" [MAML-E100]") and bad.content[0].text.startswith(
+            "MAML-E100: " + body["message"].removesuffix(" [MAML-E100]"))
         wrong_type = await client.call_tool("run_document", {"document": FLAKY, "params": "x"})
         assert wrong_type.is_error
 
@@ -73,7 +77,10 @@ async def _stdio_session(tmp_path):
         assert "attempts" in data(await client.call_tool("get_step_logs", {
             "run_id": run_id, "step": "fetch"}))
         missing = await client.call_tool("get_run", {"run_id": "nope"})
-        assert missing.is_error and "MAML-E002: " in missing.content[0].text
+        assert missing.is_error
+        assert missing.content[0].text == "MAML-E002: no run 'nope' on this server"
+        assert missing.structured_content == {"error": {
+            "code": "MAML-E002", "message": "no run 'nope' on this server [MAML-E002]"}}
 
         resources = {str(r.uri) for r in (await client.list_resources()).resources}
         assert "maml://schemas/front-matter" in resources

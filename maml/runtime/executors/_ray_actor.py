@@ -5,9 +5,11 @@ kind's cached state (a loaded model, a compiled circuit) stays warm from one att
 next exactly as in a local worker process. `attempt(request)` is a Ray streaming generator
 of message batches: first ("where", location) — node id, node IP, pid, the GPU Ray assigned
 and its UUID — then every message the worker would write on its pipe locally ("started",
-"hb", "log", "progress", "checkpoint"); it ends after "result" or "error". The attempt itself
-runs on a thread of the actor, so heartbeats flow while it works; an injected fault is
-raised there, inside the Ray worker.
+"hb", "log", "progress", "checkpoint"); it ends after "result" or "error". Attempts run on
+one long-lived thread of the actor (heartbeats flow while it works; an injected fault is
+raised there, inside the Ray worker). One thread for every attempt, as a local worker's main
+thread: native libraries keep per-thread state (CUDA's current context, allocator heaps:
+Aer's mimalloc crashed with SIGSEGV when each attempt had a thread of its own).
 
 `ray_failure(exc)` turns an exception Ray raised on the driver into what the scheduler
 needs: ("lost", message, facts) for a dead actor or node (-> `worker_lost`), or
@@ -56,6 +58,17 @@ class SlotActor:
         self._messages: queue.SimpleQueue = queue.SimpleQueue()
         self._worker = Worker(_QueueConn(self._messages), worker_id)
         self._where = location()
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run_attempts, daemon=True,
+                         name=f"maml-attempts-{worker_id}").start()
+
+    def _run_attempts(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                self._worker.release()
+            else:
+                self._worker.run_attempt(request)
 
     def where(self) -> dict[str, Any]:
         return dict(self._where)
@@ -63,9 +76,7 @@ class SlotActor:
     def attempt(self, request: Any) -> Iterator[list[tuple[Any, ...]]]:
         """Yields batches of messages: whatever the worker wrote since the last yield (one
         object in Ray's store per batch, not per heartbeat)."""
-        request = as_seen_here(request, self._where)
-        threading.Thread(target=self._worker.run_attempt, args=(request,), daemon=True,
-                         name=f"maml-attempt-{request.step.id}").start()
+        self._requests.put(as_seen_here(request, self._where))
         batch: list[tuple[Any, ...]] = [("where", self._where)]
         while True:
             batch += self._collect()
@@ -88,8 +99,9 @@ class SlotActor:
         return [m for m in batch if m[0] != "released"]
 
     def release(self) -> bool:
-        """Drop the kinds' cached state (the backend's clear_cache)."""
-        self._worker.release()
+        """Drop the kinds' cached state (the backend's clear_cache), on the attempts' thread
+        before the next attempt."""
+        self._requests.put(None)
         return True
 
 

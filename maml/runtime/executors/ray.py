@@ -231,6 +231,8 @@ class RayBackend:
             return Started(handle, pid=where.get("pid"), device=device, node=self._node(running))
         if kind in ("result", "error"):
             self._end(running, failed=kind == "error")
+            if kind == "error" and "restart_worker" in (message[1].context or {}):
+                self._kill(running.slot, running.actor)   # it could not give memory back
         event = event_from_worker(handle, message)
         if isinstance(event, Failed):      # the record names the node the error happened on
             error = event.error
