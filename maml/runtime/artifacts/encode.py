@@ -20,7 +20,7 @@ class _Encoder:
     """One output's walk: arrays to references (each object written once), scalars to JSON."""
 
     def __init__(self, run_dir: str | os.PathLike[str], step_id: str) -> None:
-        self.dir = Path(run_dir) / ARTIFACT_DIR
+        self.run_dir = run_dir            # made a Path at the first array (most outputs have none)
         self.step_id = step_id
         self.refs: dict[int, dict[str, Any]] = {}    # id(array) -> its reference
         self.keep: list[Any] = []                     # keeps ids valid during the walk
@@ -37,7 +37,7 @@ class _Encoder:
     def reference(self, array: Any, original: Any) -> dict[str, Any]:
         ref = self.refs.get(id(original))
         if ref is None:
-            ref = write_array(array, self.dir)
+            ref = write_array(array, Path(self.run_dir) / ARTIFACT_DIR)
             self.refs[id(original)] = ref
             self.keep.append(original)
         return ref
