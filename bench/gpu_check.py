@@ -278,7 +278,7 @@ def fault_restart(work: Path, graph: Path | None) -> tuple[bool, str]:
 
 # -- 3. video on the GPU against OpenCV ------------------------------------------------------
 
-@check("video: torch on GPU vs OpenCV on CPU")
+@check("video: torch on GPU vs OpenCV on CPU (edges within 1 px)")
 def video(work: Path, frames: int) -> tuple[bool, str]:
     torch = need_cuda()
     need("cv2", "numpy")
@@ -304,14 +304,30 @@ def video(work: Path, frames: int) -> tuple[bool, str]:
                              None, {}).read(8)
     parsed = parse_ops(ops, {})
     chain = TorchChain(parsed, torch.device("cuda", 0))
-    mismatch = float((np.asarray(OpenCVChain(parsed).process(sample))
-                      != np.asarray(chain.to_frames(chain.process(sample)))).mean())
+    expected = np.asarray(OpenCVChain(parsed).process(sample))
+    got = np.asarray(chain.to_frames(chain.process(sample)))
+    mismatch = float((expected != got).mean())
+    unmatched = max(edges_unmatched(got, expected), edges_unmatched(expected, got))
     log(json.dumps({"gpu": gpu, "cpu": cpu}, default=str))
-    ok = mismatch < 0.005 and abs(gpu["mean"] - cpu["mean"]) <= 0.02 * max(cpu["mean"], 1e-9)
+    # Two Canny implementations never agree pixel for pixel on noise (gradient rounding at the
+    # thresholds moves edges by a pixel); the bar is bench/gpu_kinds.py's: an edge pixel with
+    # no counterpart within 1 px, either way, <= 0.5%.
+    ok = unmatched <= 0.005 and abs(gpu["mean"] - cpu["mean"]) <= 0.02 * max(cpu["mean"], 1e-9)
     return ok, (f"{frames} frames 1920x1080 gray+blur+canny: GPU {frames / gpu['seconds']:.0f} "
                 f"fps, OpenCV {frames / cpu['seconds']:.0f} fps; mean {gpu['mean']:.3f} vs "
-                f"{cpu['mean']:.3f}; pixel mismatch {mismatch:.5f} (8 frames); GPU op "
+                f"{cpu['mean']:.3f}; edges unmatched within 1 px {100 * unmatched:.3f}% "
+                f"(<= 0.5%), pixels differing {100 * mismatch:.2f}% (8 frames); GPU op "
                 f"seconds {gpu['op_seconds']}")
+
+
+def edges_unmatched(a: Any, b: Any) -> float:
+    """The fraction of a's edge pixels with no edge of b within 1 px (frames: N x H x W)."""
+    import cv2
+    import numpy as np
+
+    kernel = np.ones((3, 3), np.uint8)
+    near = np.stack([cv2.dilate(np.ascontiguousarray(f), kernel) for f in b]) > 0
+    return float(((a > 0) & ~near).sum() / max((a > 0).sum(), 1))
 
 
 class _Ctx:

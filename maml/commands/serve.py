@@ -22,7 +22,8 @@ from maml.errors import UsageError
 @click.option("--graph", "graph_path", type=click.Path(), default=None,
               help="Error graph location (default .maml/graph or $MAML_GRAPH).")
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1),
-              help="Runs executed at once; later ones wait in FIFO order.")
+              help="Runs executed at once; later ones wait in FIFO order. Runs that may "
+                   "use a GPU go one at a time to the one lane with GPU workers.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="CPU worker slots per run (default: min(4, CPUs)).")
 @click.option("--root", "roots", multiple=True, type=click.Path(file_okay=False, exists=True),

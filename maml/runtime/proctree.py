@@ -76,8 +76,18 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 
 def has_children() -> bool:
-    """Whether this process has any child now. Cheap (tens of us): each thread's
-    /proc/self/task/<tid>/children is kept open and re-read with pread."""
+    """Whether this process (any of its threads) has a child now, living or a zombie.
+    One waitid(P_ALL, WNOHANG | WNOWAIT) where there is one: it reaps nothing, and fails
+    with ECHILD exactly when there is no child. Else each thread's
+    /proc/self/task/<tid>/children, kept open and re-read with pread."""
+    if hasattr(os, "waitid") and hasattr(os, "WNOWAIT"):
+        try:
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            return True
+        except ChildProcessError:
+            return False
+        except OSError:
+            pass
     try:
         tasks = set(os.listdir("/proc/self/task"))
     except OSError:

@@ -51,7 +51,7 @@ class Readiness:
     busy: dict[str, int]                      # device -> attempts in flight
     _seq: int
 
-    if TYPE_CHECKING:   # provided by maml.runtime.recovery.Recovery
+    if TYPE_CHECKING:   # provided by Recovery
         def _end(self, step: StepRun, status: str, reason: str | None,
                  error: ErrorInfo | None = None, *, announce_after_flush: bool = False) -> None: ...
         def _cancel(self, step: StepRun) -> None: ...

@@ -60,9 +60,9 @@ class Recovery:
     delayed: list[tuple[float, int, str]]
     running: dict[int, StepRun]
     unblocked: deque[str]
-    to_announce: list[tuple[StepRun, str]]
+    to_announce: dict[str, StepRun]
 
-    if TYPE_CHECKING:   # provided by maml.runtime.readiness.Readiness and maml.runtime.scheduler.Scheduler
+    if TYPE_CHECKING:   # provided by Readiness and Scheduler
         def _spec(self, step: StepRun) -> StepSpec: ...
         def _load(self) -> dict[str, int]: ...
         def _delay(self, step: StepRun, not_before: float) -> None: ...
@@ -72,8 +72,8 @@ class Recovery:
     def _succeeded(self, step: StepRun, output: Any, refs: list[dict[str, Any]]) -> None:
         state = step.state
         step.output = output
-        written = world.written_digests(get_kind(step.planned.kind), self._spec(step), output,
-                                        str(self.store.run_dir), self.hashes)
+        written = world.written_digests(get_kind(step.planned.kind), step.spec or self._spec(step),
+                                        output, self.store.run_dir_str, self.hashes)
         step.digest = self.store.commit_step(step.planned.id, step.key or "", output,
                                              step.attempts, state.params, state.device, refs,
                                              written=written)
@@ -168,8 +168,8 @@ class Recovery:
             line = step.planned.block_line or step.planned.line
             where = f"{self.plan.path or '<document>'}" + (f":{line}" if line else "")
             self.problems.append(f"{where}: step {step.planned.id!r}: {status}: {reason}")
-        if announce_after_flush:
-            self.to_announce.append((step, status))
+        if announce_after_flush:            # a success: once its commit is durable
+            self.to_announce[step.planned.id] = step
         else:
             self._announce(step, status)
 

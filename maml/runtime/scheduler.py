@@ -92,7 +92,7 @@ class Scheduler(Readiness, Recovery):
         self.delayed: list[tuple[float, int, str]] = []           # (not_before, seq, step)
         self.running: dict[int, StepRun] = {}                     # handle id -> step
         self.busy: dict[str, int] = defaultdict(int)              # device -> attempts in flight
-        self.to_announce: list[tuple[StepRun, str]] = []          # committed this turn
+        self.to_announce: dict[str, StepRun] = {}                 # succeeded, not durable yet
         self.errors = self.recoveries = 0
         self.stopping: str | None = None      # why the run starts no more work
         self.interrupted = False
@@ -237,13 +237,10 @@ class Scheduler(Readiness, Recovery):
         """Announce the steps whose commits are on disk. The store's background writer does
         one group commit (one fsync) per round, off this loop: a dependent may already run
         while its input's commit is in flight; the record never claims it before it lands."""
-        durable = set(self.store.flush() if wait else self.store.take_durable())
-        pending, self.to_announce = self.to_announce, []
-        for step, status in pending:
-            if step.planned.id in durable or status != "succeeded":
-                self._announce(step, status)
-            else:
-                self.to_announce.append((step, status))
+        for step_id in self.store.flush() if wait else self.store.take_durable():
+            step = self.to_announce.pop(step_id, None)
+            if step is not None:
+                self._announce(step, "succeeded")
 
     def _device_decision(self, **decision: Any) -> None:
         """A placement that passed over an allowed device, or found none: the graph keeps it."""
@@ -261,12 +258,13 @@ class Scheduler(Readiness, Recovery):
     def _submit(self, step: StepRun) -> None:
         planned, state = step.planned, step.state
         device = self.devices.ref(state.device)
+        step.spec = self._spec(step)          # what this attempt runs (its params now)
         request = AttemptRequest(
-            step=self._spec(step),
+            step=step.spec,
             attempt=state.attempt, device=device,
             fault=self.faults.for_attempt(planned.id, state.attempt),
             timeout=planned.policy.timeout, heartbeat_interval=_beat_interval(planned.policy),
-            state_path=str(self.store.state_path(planned.id)), run_dir=str(self.store.run_dir),
+            state_path=self.store.state_path(planned.id), run_dir=self.store.run_dir_str,
             input_data=self.input_data)
         handle = self.backend.submit(request)
         step.attach(handle, self.clock.now())

@@ -37,6 +37,7 @@ class StepRun:
     waiting_on: int = 0               # needs not finished yet
     not_before: float = 0.0           # clock time the next attempt may start
     handle: Any = None                # the backend Handle of the attempt in flight
+    spec: Any = None                  # the StepSpec its latest attempt was sent with
     pid: int | None = None            # the process running it, once Started says so
     sent_at: float = 0.0
     started_at: float | None = None   # when the backend said the attempt began

@@ -59,6 +59,7 @@ class RunStore:
         self.state_dir = Path(state_dir)
         self.run_id = run_id
         self.run_dir = self.state_dir / "runs" / run_id
+        self.run_dir_str = str(self.run_dir)           # what crosses to workers, per attempt
         self.log_path = self.run_dir / LOG_NAME
         self._records: dict[str, dict[str, Any]] | None = None
         self._verified: dict[str, str | None] = {}     # sha -> problem (None: intact)
@@ -218,8 +219,10 @@ class RunStore:
 
     # -- ctx.checkpoint / ctx.restore -----------------------------------------------------
 
-    def state_path(self, step_id: str) -> Path:
-        return self.run_dir / "state" / f"{safe_name(step_id)}.json"
+    def state_path(self, step_id: str) -> str:
+        """Where the step's ctx.checkpoint(state) goes (a str: it is sent with every attempt,
+        and pathlib would cost more than the rest of the scheduler's work for a no-op step)."""
+        return os.path.join(self.run_dir_str, "state", f"{safe_name(step_id)}.json")
 
 
 def read_log(path: Path) -> dict[str, dict[str, Any]]:

@@ -112,7 +112,8 @@ class Heartbeat:
 
     def attempt_started(self, interval: float) -> None:
         self.interval, self._last = max(interval, 0.01), time.monotonic()
-        self.stopped = threading.Event()
+        if self.stopped.is_set():            # a `hang` fault silenced the last attempt
+            self.stopped = threading.Event()
         self._running = True
         if self.interval < self._waiting:
             self._wake.set()                 # it sleeps longer than this attempt may wait

@@ -1,10 +1,19 @@
 """Runner: accepted runs, first in first out, at most `concurrency` at once.
 
-Each run is handed to `execute(request, token)` on one of the runner's threads; that
-function is the service's one seam to the runtime, and `Lanes` gives each thread its own
-`maml.Session` (warm workers). `cancel()` takes a queued run off the
-queue at once; a running run is stopped through its `CancelToken` (the runtime cancels the
-attempts in flight, their process trees killed).
+Each run is handed to `execute(request, token)` on one of the runner's threads (its
+lanes); that function is the service's one seam to the runtime, and `Lanes` gives each
+lane its own `maml.Session` (warm workers). `cancel()` takes a queued run off the queue at
+once; a running run is stopped through its `CancelToken` (the runtime cancels the attempts
+in flight, their process trees killed).
+
+Lane 0 is the GPU lane: the only one whose session has GPU workers, and the only one that
+takes a run that may use a GPU (`needs_gpu(request)`). Every lane takes CPU-only runs, in
+submission order. So a GPU holds one worker (one CUDA context, one copy of a loaded model)
+that every GPU run reuses, and two runs never place work on one GPU at once; CPU-only runs
+still run side by side. The cost: GPU runs run one after another (a run that uses one of
+two GPUs leaves the other idle until it ends). One pool shared by concurrent runs would
+lift that, but the executor interface has one consumer per backend (one scheduler polls
+it and owns its capacity); sharing it needs a multiplexer with a wakeable poll.
 """
 
 from __future__ import annotations
@@ -26,8 +35,9 @@ class CancelToken:
     the attempts in flight (their process trees die) and ends the run `interrupted`. The
     first reason given stands."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, lane: int = 0) -> None:
         self.run_id = run_id
+        self.lane = lane                  # which runner thread runs it (0: the GPU lane)
         self.reason: str | None = None
         self.stop = threading.Event()
 
@@ -38,8 +48,10 @@ class CancelToken:
 
 class Runner:
     def __init__(self, execute: Callable[[RunRequest, CancelToken], None], *,
-                 concurrency: int = 2) -> None:
+                 concurrency: int = 2,
+                 needs_gpu: Callable[[RunRequest], bool] = lambda request: False) -> None:
         self._execute = execute
+        self._needs_gpu = needs_gpu
         self.concurrency = max(1, concurrency)
         self._queue: deque[RunRequest] = deque()
         self._running: dict[str, CancelToken] = {}
@@ -49,14 +61,15 @@ class Runner:
 
     def start(self) -> None:
         for n in range(self.concurrency):
-            thread = threading.Thread(target=self._loop, name=f"maml-serve-run-{n}", daemon=True)
+            thread = threading.Thread(target=self._loop, args=(n,), name=f"maml-serve-run-{n}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def put(self, request: RunRequest) -> None:
         with self._cond:
             self._queue.append(request)
-            self._cond.notify()
+            self._cond.notify_all()        # the lane it needs may be any of them
 
     def queued(self) -> list[str]:
         with self._cond:
@@ -86,15 +99,19 @@ class Runner:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _next(self, lane: int) -> RunRequest | None:
+        """The first queued run this lane may take (lane 0 takes any)."""
+        return next((r for r in self._queue if lane == 0 or not self._needs_gpu(r)), None)
+
+    def _loop(self, lane: int) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while (request := self._next(lane)) is None and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
-                request = self._queue.popleft()
-                token = self._running[request.run_id] = CancelToken(request.run_id)
+                self._queue.remove(request)
+                token = self._running[request.run_id] = CancelToken(request.run_id, lane)
             try:
                 self._execute(request, token)
             except Exception:   # execute records its own failures; this is a bug of ours
@@ -106,19 +123,20 @@ class Runner:
 
 class Lanes:
     """One warm session (executor backend) per runner thread, made on the thread's first run
-    and kept for the next ones (its workers keep their loaded models); a session serves one
-    run at a time, as maml.Session requires, since a thread runs one run at a time."""
+    by `factory(gpu)` (gpu: the GPU lane's, with a worker per GPU) and kept for the next
+    ones (its workers keep their loaded models); a session serves one run at a time, as
+    maml.Session requires, since a thread runs one run at a time."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[bool], Any]) -> None:
         self._factory = factory
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
 
-    def current(self) -> Any:
+    def current(self, gpu: bool = False) -> Any:
         backend = getattr(self._local, "backend", None)
         if backend is None:
-            backend = self._local.backend = self._factory()
+            backend = self._local.backend = self._factory(gpu)
             with self._lock:
                 self._all.append(backend)
         return backend

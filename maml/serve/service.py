@@ -12,6 +12,7 @@ HTTP layer maps them to status codes and MCP to tool errors, both with maml's co
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -44,12 +45,14 @@ class Service:
         #: who runs documents submitted without a token of their own (stdio MCP)
         self.principal: str | None = None
         self.hub = EventHub(persist=self.records.append_event)
-        self.runner = Runner(self.execute, concurrency=concurrency)
+        self.runner = Runner(self.execute, concurrency=concurrency,
+                             needs_gpu=lambda request: request.run_id in self._gpu_runs)
         self._graph_path = graph
         self.recorder: Any = None
         self.inventory: Any = None
         self._requests: dict[str, RunRequest] = {}
         self._parsed: dict[str, Any] = {}          # run id -> its Document, until it starts
+        self._gpu_runs: set[str] = set()           # runs a step of which may use a GPU
         self._by_key: dict[str, str] = {}          # idempotency key -> run id
         self._finals: dict[str, dict[str, Any]] = {}   # run id -> its final record
         self._lock = threading.Lock()
@@ -65,6 +68,8 @@ class Service:
         from maml.graph import Recorder
         from maml.runtime.devices import discover
 
+        import maml.runtime.launch   # noqa: F401 - the runtime's imports, before any run waits
+
         self.records.lock()
         self.recorder = Recorder(self._graph_path)
         self.inventory = discover()
@@ -77,6 +82,8 @@ class Service:
             final = self.records.final(request.run_id)
             if final is None:
                 self.records.recover(request)
+                if self._may_use_gpu(request):
+                    self._gpu_runs.add(request.run_id)
                 self.hub.publish(request.run_id, "run_requeued")
                 self.runner.put(request)
             else:
@@ -119,6 +126,8 @@ class Service:
             self.records.accept(request)
             self._requests[request.run_id] = request
             self._parsed[request.run_id] = doc
+            if any(d.startswith("cuda") for step in dag for d in step["devices"]):
+                self._gpu_runs.add(request.run_id)
             if idempotency_key is not None:
                 self._by_key[idempotency_key] = request.run_id
         self.hub.publish(request.run_id, "run_queued", document=doc.path, steps=dag)
@@ -127,6 +136,20 @@ class Service:
 
     def _source(self, document: str | None, path: str | None) -> tuple[str, str]:
         return intake.source(document, path, self.roots, self.records.store_document)
+
+    def _may_use_gpu(self, request: RunRequest) -> bool:
+        """Whether a step of a requeued run may use a GPU of this server (then it goes to
+        the GPU lane; a document that no longer plans goes there too, to fail there)."""
+        import maml
+
+        if "cuda" not in self._device_classes():
+            return False
+        try:
+            doc = maml.parse(request.document, path=request.path)
+            dag = intake.dag(doc, request.params, self._device_classes())
+        except MamlError:
+            return True
+        return any(d.startswith("cuda") for step in dag for d in step["devices"])
 
     def _device_classes(self) -> set[str]:
         return {d.kind for d in self.inventory.devices} if self.inventory else {"cpu"}
@@ -149,7 +172,8 @@ class Service:
                                   resume=request.run_id, state_dir=self.state_dir,
                                   params=request.params, inject=request.inject,
                                   input=request.input, principal=request.principal,
-                                  session=self.lanes.current(), stop=token.stop)
+                                  session=self.lanes.current(gpu=token.lane == 0),
+                                  stop=token.stop)
         except MamlError as exc:
             self._end_unrecorded(request, "failed", started, exc.format(), code=exc.code)
         except Exception as exc:
@@ -168,18 +192,22 @@ class Service:
                 result.problems.append("cancelled by request")
             self._finish(request.run_id, payload, started, result.problems, result.output)
 
-    def _new_session(self) -> Any:
-        """A runner thread's maml.Session: warm CPU workers and one per GPU of this machine,
-        with the devices `start()` discovered (no NVML probe per run)."""
+    def _new_session(self, gpu: bool) -> Any:
+        """A runner lane's maml.Session: warm CPU workers, and for the GPU lane one worker
+        per GPU of this machine, with the devices `start()` discovered (no NVML probe per
+        run). The other lanes see no GPU: their runs never place a step on one."""
         import maml
         from maml.runtime.launch import default_workers
         from maml.runtime.devices.book import DeviceBook
         from maml.runtime.executors.local import LocalBackend
 
         workers = self.workers or default_workers()
-        slots = DeviceBook(self.inventory).slots(workers)
+        inventory = self.inventory if gpu or self.inventory is None else \
+            dataclasses.replace(self.inventory, devices=[
+                d for d in self.inventory.devices if d.kind != "cuda"])
+        slots = DeviceBook(inventory).slots(workers)
         return maml.Session(workers=workers, backend=LocalBackend(slots, prestart=1),
-                            inventory=self.inventory)
+                            inventory=inventory)
 
     def _end_unrecorded(self, request: RunRequest, status: str, started: float, problem: str,
                         code: str | None = None) -> None:
@@ -201,6 +229,7 @@ class Service:
                  "started_at": started, "finished_at": time.time()}
         self.records.finish(run_id, final)
         self._finals[run_id] = final
+        self._gpu_runs.discard(run_id)
         self.hub.publish(run_id, "run_finished", status=result["status"],
                          errors=result.get("errors", 0), recoveries=result.get("recoveries", 0),
                          problems=problems)

@@ -84,3 +84,23 @@ def test_a_live_root_is_killed_with_its_children_without_scanning_every_environm
     finally:
         root.kill()
         root.wait()
+
+
+def test_has_children_sees_a_living_child_and_a_zombie_and_reaps_neither():
+    # in a fresh process: this one may hold other tests' workers and guardians
+    script = (
+        "import os, signal, subprocess, sys, time\n"
+        "from maml.runtime import proctree\n"
+        "print(proctree.has_children())\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(proctree.has_children())\n"
+        "child.kill()\n"
+        "while open(f'/proc/{child.pid}/stat').read().split(')')[1].split()[0] != 'Z':\n"
+        "    time.sleep(0.01)\n"
+        "print(proctree.has_children(), os.path.exists(f'/proc/{child.pid}'))\n"
+        "child.wait()\n"
+        "print(proctree.has_children())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split("\n")
+    # none; a living child; a zombie (still a child, not reaped by the check); none again
+    assert out[:4] == ["False", "True", "True True", "False"]

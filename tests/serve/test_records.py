@@ -1,9 +1,6 @@
-"""The service's durable records and its one device discovery, without a server."""
+"""The service's durable records: what acceptance syncs, what a restart rebuilds."""
 
 from __future__ import annotations
-
-import json
-import time
 
 import pytest
 
@@ -11,7 +8,6 @@ from maml.errors import UsageError
 from maml.runtime.store import RunStore
 from maml.serve import records as records_module
 from maml.serve.records import Records, RunRequest
-from serve_helpers import doc
 
 
 def _request(tmp_path, **fields) -> RunRequest:
@@ -60,28 +56,3 @@ def test_event_logs_stay_whole_past_the_open_file_limit(tmp_path, monkeypatch):
     assert all([e["seq"] for e in records.events(r)] == [0, 1, 2, 3] for r in runs)
     records.unlock()
     assert not records._event_files
-
-
-def test_the_service_discovers_devices_once_for_all_its_runs(tmp_path, monkeypatch):
-    import maml.runtime.devices
-    from maml.serve.service import Service
-
-    real, calls = maml.runtime.devices.discover, []
-    monkeypatch.setattr(maml.runtime.devices, "discover",
-                        lambda **kw: calls.append(kw) or real(**kw))
-    monkeypatch.setenv("MAML_GRAPH", str(tmp_path / "graph"))
-    text = doc("- {id: a, block: a, device: [cuda, cpu]}",
-               {"a": "def run(inputs, params, ctx):\n    return 1"})
-    service = Service(state_dir=tmp_path / "state", concurrency=1, workers=1)
-    service.start()
-    try:
-        run_ids = [service.submit(document=text) for _ in range(2)]
-        deadline = time.monotonic() + 120
-        for run_id in run_ids:
-            while service.run(run_id)["status"] in ("queued", "running"):
-                assert time.monotonic() < deadline, json.dumps(service.run(run_id))
-                time.sleep(0.05)
-            assert service.run(run_id)["status"] == "succeeded"
-    finally:
-        service.close()
-    assert len(calls) == 1

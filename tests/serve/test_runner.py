@@ -39,6 +39,40 @@ def test_runs_start_in_submission_order_with_bounded_concurrency():
     assert started[:2] == ["r0", "r1"] and "r3" not in started
 
 
+def test_runs_that_may_use_a_gpu_go_to_lane_0_and_the_others_to_any_lane():
+    lanes: dict[str, int] = {}
+    release = {n: threading.Event() for n in ("g1", "g2", "c1", "c2")}
+    running = threading.Condition()
+
+    def execute(req: RunRequest, token: CancelToken) -> None:
+        with running:
+            lanes[req.run_id] = token.lane
+            running.notify_all()
+        release[req.run_id].wait(30)
+
+    def named(n: str) -> RunRequest:
+        return RunRequest(run_id=n, seq=0, document="", path="x.maml.md")
+
+    runner = Runner(execute, concurrency=2, needs_gpu=lambda req: req.run_id.startswith("g"))
+    for run_id in ("g1", "g2", "c1", "c2"):
+        runner.put(named(run_id))
+    runner.start()
+    with running:                       # g1 on the GPU lane; c1 passes g2 on the other
+        assert running.wait_for(lambda: set(lanes) == {"g1", "c1"}, 30), lanes
+    assert lanes == {"g1": 0, "c1": 1} and runner.queued() == ["g2", "c2"]
+    release["c1"].set()
+    with running:                       # the CPU lane takes c2, never g2
+        assert running.wait_for(lambda: "c2" in lanes, 30), lanes
+    assert lanes["c2"] == 1 and runner.queued() == ["g2"]
+    release["g1"].set()
+    with running:
+        assert running.wait_for(lambda: "g2" in lanes, 30), lanes
+    assert lanes["g2"] == 0
+    for event in release.values():
+        event.set()
+    runner.stop(timeout=5)
+
+
 def test_a_cancel_sets_the_stop_event_the_runtime_watches_and_the_first_reason_stands():
     token = CancelToken("r1")
     assert not token.stop.is_set() and token.reason is None
@@ -84,7 +118,7 @@ def test_each_runner_thread_keeps_its_own_backend_until_dropped():
         def close(self) -> None:
             self.closed = True
 
-    lanes = Lanes(lambda: made.append(Backend()) or made[-1])
+    lanes = Lanes(lambda gpu: made.append(Backend()) or made[-1])
     first = lanes.current()
     assert lanes.current() is first                  # warm across runs of one thread
     other = []

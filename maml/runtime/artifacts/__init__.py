@@ -49,5 +49,5 @@ from maml.runtime.artifacts.refs import (ARTIFACT_DIR, DEFAULT_MAX_JSON, REF_KEY
 
 __all__ = ["ARTIFACT_DIR", "DEFAULT_MAX_JSON", "REF_KEY", "ArtifactError", "OutputError",
            "artifact_path", "as_tensor", "check", "decode", "decode_inputs", "encode_output",
-           "file_sha256", "hash_array", "is_ref", "json_default", "max_json_bytes", "refs_in", "sync",
-           "write_array"]
+           "file_sha256", "hash_array", "is_ref", "json_default", "max_json_bytes", "refs_in",
+           "sync", "write_array"]

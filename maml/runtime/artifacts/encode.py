@@ -22,11 +22,14 @@ class _Encoder:
 
     def __init__(self, run_dir: str | os.PathLike[str], step_id: str,
                  store: Callable[[Any], dict[str, Any]] | None = None) -> None:
-        self.dir = Path(run_dir) / ARTIFACT_DIR
+        self.run_dir = run_dir            # made a Path at the first array (most outputs have none)
         self.step_id = step_id
-        self.store = store or (lambda array: write_array(array, self.dir))
+        self.store = store or self._write
         self.refs: dict[int, dict[str, Any]] = {}    # id(array) -> its reference
         self.keep: list[Any] = []                     # keeps ids valid during the walk
+
+    def _write(self, array: Any) -> dict[str, Any]:
+        return write_array(array, Path(self.run_dir) / ARTIFACT_DIR)
 
     def default(self, obj: Any) -> Any:
         """json's hook for what it cannot write itself: arrays, tensors, numpy scalars."""
@@ -84,9 +87,10 @@ def encode_output(value: Any, run_dir: str | os.PathLike[str], step_id: str = "s
     """(JSON text with `$artifact` references, the references) for a step's return value.
 
     Arrays are written under `run_dir/artifacts/`, or handed to `store(array) -> reference`
-    where one is given (Ray's actors: files.hash_array, the array kept for the object store). Raises OutputError (message names the
-    step and the path inside the output) for NaN/Infinity outside arrays, object arrays,
-    unknown types, non-string keys, or a JSON part over `max_json_bytes()`.
+    where one is given (Ray's actors: files.hash_array, the array kept for the object store).
+    Raises OutputError (message names the step and the path inside the output) for
+    NaN/Infinity outside arrays, object arrays, unknown types, non-string keys, or a JSON
+    part over `max_json_bytes()`.
     """
     encoder = _Encoder(run_dir, step_id, store)
     try:

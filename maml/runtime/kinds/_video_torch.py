@@ -1,10 +1,13 @@
 """The video kind's op chain as torch tensor ops: on a GPU, or on the CPU for comparison.
 
 A batch is uploaded once as uint8 (N, H, W, C), computed as float32 (N, C, H, W) and
-rounded to whole 0..255 values after every op, as OpenCV's uint8 results are, so the two
-paths agree up to rounding. The filters take their 1-D kernels from OpenCV
-(getGaussianKernel, getDerivKernels) and pad the way OpenCV does (reflect-101 for blur and
-sobel, replicate for Canny's gradient).
+rounded to whole 0..255 values after every op, as OpenCV's uint8 results are. Gray and
+Gaussian blur use OpenCV's own fixed-point arithmetic on 8-bit images (gray: weights in
+1/32768ths; blur: a kernel in 1/256ths, rounded by error diffusion as
+getGaussianKernelBitExact does, then (sum + 2**15) >> 16), and the filters are sums of
+shifted slices rather than conv2d (no TF32, no Winograd): every value stays an integer
+below 2**24, exact in float32, so gray, blur and Canny match OpenCV bit for bit. Borders
+are OpenCV's (reflect-101 for blur and sobel, replicate for Canny's gradient).
 
 Canny follows OpenCV's algorithm with tensor ops: 3x3 Sobel, L2 magnitude (squared, compared with squared thresholds, as OpenCV does), non-maximum
 suppression over the four quantised directions with OpenCV's tie-breaking, the double
@@ -15,6 +18,7 @@ Resizing is F.interpolate bilinear with half-pixel centres, OpenCV's INTER_LINEA
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -22,7 +26,11 @@ from maml.runtime.kinds._video_ops import Op, Timings
 
 _TAN_22_5 = 0.4142135623730950488
 _TAN_67_5 = 2.4142135623730950488
-_BGR_TO_GRAY = (0.114, 0.587, 0.299)
+#: OpenCV's BGR -> gray weights for 8-bit images, in 1/2**15ths (imgproc's gray_shift = 15)
+_BGR_TO_GRAY_Q15 = (3735, 19235, 9798)
+#: OpenCV's fixed kernels for sigma <= 0 and ksize <= 7 (small_gaussian_tab), in 1/256ths
+_SMALL_GAUSSIAN = {1: [256], 3: [64, 128, 64], 5: [16, 64, 96, 64, 16],
+                   7: [8, 28, 56, 72, 56, 28, 8]}
 
 
 class TorchChain:
@@ -66,17 +74,16 @@ class TorchChain:
     def _cvt_gray(self, op: Op, x: Any) -> Any:
         if x.shape[1] == 1:
             return x
-        weights = x.new_tensor(_BGR_TO_GRAY).view(1, 3, 1, 1)
-        return (x * weights).sum(dim=1, keepdim=True)
+        weights = x.new_tensor(_BGR_TO_GRAY_Q15).view(1, 3, 1, 1)
+        return ((x * weights).sum(dim=1, keepdim=True) + 2 ** 14).div_(2 ** 15).floor_()
 
     def _resize(self, op: Op, x: Any) -> Any:
         return self.F.interpolate(x, size=(op.args["height"], op.args["width"]),
                                   mode="bilinear", align_corners=False)
 
     def _gaussian_blur(self, op: Op, x: Any) -> Any:
-        k = int(op.args["ksize"])
-        kernel = self.cv2.getGaussianKernel(k, float(op.args["sigma"])).ravel()
-        return self._separable(x, kernel, kernel, "reflect")
+        kernel = fixed_gaussian(int(op.args["ksize"]), float(op.args["sigma"]))
+        return self._separable(x, kernel, kernel, "reflect").add_(2 ** 15).div_(2 ** 16).floor_()
 
     def _threshold(self, op: Op, x: Any) -> Any:
         return (x > float(op.args["value"])).float() * float(op.args["max"])
@@ -129,12 +136,43 @@ class TorchChain:
                              self.torch.where(same_sign, diagonal_a, diagonal_b)))
 
     def _separable(self, x: Any, kx: Any, ky: Any, mode: str) -> Any:
-        """Correlate each channel with ky (rows) then kx (columns), OpenCV-style borders."""
-        torch, F = self.torch, self.F
-        channels = x.shape[1]
-        row = torch.as_tensor(list(kx), dtype=x.dtype, device=x.device).view(1, 1, 1, -1)
-        col = torch.as_tensor(list(ky), dtype=x.dtype, device=x.device).view(1, 1, -1, 1)
-        px, py = row.shape[-1] // 2, col.shape[-2] // 2
-        x = F.pad(x, (px, px, py, py), mode=mode)
-        x = F.conv2d(x, row.expand(channels, 1, 1, -1), groups=channels)
-        return F.conv2d(x, col.expand(channels, 1, -1, 1), groups=channels)
+        """Correlate each channel with kx along rows, then ky along columns, OpenCV-style
+        borders: a sum of shifted slices, exact for integer kernels and values."""
+        px, py = len(kx) // 2, len(ky) // 2
+        x = self.F.pad(x, (px, px, py, py), mode=mode)
+        height, width = x.shape[-2] - 2 * py, x.shape[-1] - 2 * px
+        rows = _weighted_sum([x[..., i:i + width] for i in range(len(kx))], kx)
+        return _weighted_sum([rows[..., j:j + height, :] for j in range(len(ky))], ky)
+
+
+def _weighted_sum(parts: list[Any], weights: Any) -> Any:
+    """sum(w * part) over the non-zero weights (parts: views of one padded tensor)."""
+    total = None
+    for weight, part in zip(weights, parts):
+        if weight:
+            term = part * float(weight)
+            total = term if total is None else total.add_(term)
+    return total
+
+
+def fixed_gaussian(ksize: int, sigma: float) -> list[int]:
+    """OpenCV's Gaussian kernel for 8-bit images, in 1/256ths (the taps sum to 256).
+
+    sigma <= 0 takes OpenCV's table for ksize <= 7, else 0.3 * ((ksize - 1) / 2 - 1) + 0.8.
+    The exact kernel is rounded to 1/256ths by error diffusion from the outside in, and the
+    centre takes what is left (imgproc's getGaussianKernelFixedPoint_ED)."""
+    if sigma <= 0 and ksize in _SMALL_GAUSSIAN:
+        return list(_SMALL_GAUSSIAN[ksize])
+    if sigma <= 0:
+        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
+    half, variance = ksize // 2, sigma * sigma
+    # a sigma so small that its square underflows leaves only the centre, as in OpenCV
+    values = [math.exp(-((i - half) ** 2) / (2 * variance)) if variance else 0.0
+              for i in range(half)]
+    total = 2 * sum(values) + 1.0
+    taps, error = [], 0.0
+    for value in values:
+        wanted = value / total * 256 + error
+        taps.append(round(wanted))
+        error = wanted - taps[-1]
+    return taps + [256 - 2 * sum(taps)] + taps[::-1]
