@@ -204,7 +204,8 @@ def placement():
     ok = (best is not None and best.id == most_free.id and _id(too_big) == expected
           and _id(skipped) == "cpu")
     return ("PASS" if ok else "FAIL"), (
-        f"[cuda,cpu] -> {_id(best)} (env {worker_env(best) if best else {}}); "
+        f"[cuda,cpu] -> {_id(best)} "
+        f"(env {worker_env(best, os.environ.get('CUDA_VISIBLE_DEVICES')) if best else {}}); "
         f"memory {hint / GiB:.1f} GiB > free on any GPU -> {_id(too_big)}; "
         f"all GPUs critical -> {_id(skipped)}")
 

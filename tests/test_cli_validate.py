@@ -45,10 +45,21 @@ def subprocess_maml(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_clean_documents_exit_zero_with_a_summary(maml):
-    result = maml("validate", *sorted(map(str, DIALECTS.glob("*.maml.md"))))
+    result = maml("validate", str(DIALECTS / "canonical.maml.md"),
+                  str(DIALECTS / "cuda-guide.maml.md"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 documents, all valid" in result.stderr
+    assert "2 documents, all valid" in result.stderr
     assert all(" info " in line for line in result.stdout.splitlines())
+
+
+def test_a_code_step_run_would_refuse_is_an_error_saying_how_to_allow_it(maml):
+    path = DIALECTS / "maml_v1.maml.md"      # as found in the wild: no `permissions`
+    result = maml("validate", str(path))
+    assert result.returncode == 1
+    (line,) = [x for x in result.stdout.splitlines() if " error " in x]
+    assert line.startswith(f"{path}:17:1: error MAML-V319 step 'step1' (python) runs document "
+                           "code, and `maml run` refuses it")
+    assert "add `permissions: {execute: true}`" in line
 
 
 def test_errors_are_located_and_exit_one(maml):

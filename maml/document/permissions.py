@@ -33,6 +33,7 @@ from maml.document.codes import diagnostic
 
 if TYPE_CHECKING:
     from maml.document.model import Diagnostic, Document
+    from maml.document.steps import StepDecl, StepTable
 
 RIGHTS = ("read", "write", "execute")
 ANYONE = frozenset({"*", "all", "public", "everyone", "any", "anyone"})
@@ -106,27 +107,43 @@ def execute_grant(raw: Any) -> bool | list[str] | None:
     return [value] if isinstance(value, str) else value
 
 
+def execute_refusal(raw: Any) -> str | None:
+    """Why nobody at all may run document code under the raw `permissions` value (unreadable,
+    no `execute` grant, `execute: false`), saying how to allow it; None when some caller may
+    (`execute: true`, or principals: then it depends on who runs, see execute_allowed)."""
+    problems = permission_problems(raw)
+    if problems:
+        return problems[0][1]
+    grant = execute_grant(raw)
+    if grant is None:
+        return ("the front matter does not grant `execute`; add `permissions: {execute: true}` "
+                "(or a list of principals) to allow it")
+    if grant is False:
+        return ("permissions.execute is false; set `permissions: {execute: true}` (or a list "
+                "of principals) in the front matter to allow it")
+    return None
+
+
 def execute_allowed(raw: Any, principal: str | None = None) -> tuple[bool, str]:
     """Whether `principal` may run document code under the raw `permissions` value, and why
     (the reason says how to allow it)."""
-    problems = permission_problems(raw)
-    if problems:
-        return False, problems[0][1]
+    refusal = execute_refusal(raw)
+    if refusal is not None:
+        return False, refusal
     grant = execute_grant(raw)
-    if grant is None:
-        return False, ("this document runs code but its front matter does not grant "
-                       "`execute`; add `permissions: {execute: true}` (or a list of "
-                       "principals) if you mean it to")
     if grant is True:
         return True, "permissions.execute allows anyone to run this document"
-    if grant is False:
-        return False, ("permissions.execute is false: this document refuses to run; set "
-                       "`permissions: {execute: true}` in its front matter to allow it")
     who = current_principal(principal)
     if any(_matches(who, name) for name in grant):
         return True, f"principal {who!r} is allowed by permissions.execute {grant}"
     return False, (f"permissions.execute allows only {', '.join(grant) or 'nobody'}, and you "
                    f"run as {who!r}; add {who!r} to permissions.execute to allow it")
+
+
+def refused_step(step_id: str, kind: str, reason: str) -> str:
+    """The one wording of a code step's refusal, for `maml validate` (MAML-V319) and the run
+    gate alike."""
+    return f"step {step_id!r} ({kind}) runs document code, and `maml run` refuses it: {reason}"
 
 
 def _matches(principal: str, pattern: str) -> bool:
@@ -146,32 +163,51 @@ def executes_code(kind_cls: type, block_lang: str | None) -> bool:
     return True          # anything else: fail closed
 
 
-def findings(doc: Document) -> list[tuple[tuple[Any, ...], Diagnostic]]:
+def findings(doc: Document, table: StepTable) -> list[tuple[tuple[Any, ...], Diagnostic]]:
     """`maml validate`'s findings on `permissions`, each with its front-matter path (so the
-    schema's vaguer complaint about the same value is left out): unreadable parts are errors
-    (MAML-V320), a grant that refuses most callers a warning (MAML-V311)."""
+    schema's vaguer complaint about the same value is left out), saying what the run gate
+    does: unreadable parts are errors (MAML-V320); each step that runs document code under
+    permissions that refuse everyone is an error at the step (MAML-V319: `maml run` refuses
+    it whoever runs it, and no flag or config allows it); a grant to some principals is a
+    warning (MAML-V311: who may run it depends on who runs it). Without code steps,
+    `execute` decides nothing and nothing is said."""
     raw = _raw(doc)
     problems = permission_problems(raw)
     if problems:
         return [(("permissions", *path),
                  diagnostic("MAML-V320", message, doc.span_of("permissions", *path)))
                 for path, message in problems]
-    grant = execute_grant(raw)
-    span = doc.span_of("permissions", "execute")
-    if grant is False:
+    steps = declared_code_steps(table)
+    refusal = _refusal(doc)
+    if steps and refusal is not None:
         return [(("permissions", "execute"), diagnostic(
-            "MAML-V311", "permissions.execute is false: `maml run` will refuse this "
-            "document; set `execute: true` to let it run", span))]
-    if isinstance(grant, list) and not any(p.strip().lower() in ANYONE for p in grant):
+            "MAML-V319", refused_step(step.id, step.kind or "?", refusal), step.span,
+            step=step.id)) for step in steps]
+    grant = execute_grant(raw)
+    if steps and isinstance(grant, list) and not any(p.strip().lower() in ANYONE
+                                                     for p in grant):
         return [(("permissions", "execute"), diagnostic(
             "MAML-V311", f"permissions.execute allows only {', '.join(grant) or 'nobody'}: "
-            "`maml run` refuses any other OS user (or server identity)", span))]
+            "`maml run` refuses any other OS user (or server identity)",
+            doc.span_of("permissions", "execute")))]
     return []
 
 
-def diagnostics(doc: Document) -> list[Diagnostic]:
-    """The findings' diagnostics alone."""
-    return [d for _, d in findings(doc)]
+def declared_code_steps(table: StepTable) -> list[StepDecl]:
+    """The declared steps that run document code (a step of an unknown kind is left out:
+    that is its own error, MAML-V305)."""
+    from maml.kinds import KindError, get_kind
+
+    found = []
+    for step in table.steps:
+        try:
+            kind_cls = get_kind(step.kind) if step.kind else None
+        except KindError:
+            continue
+        if kind_cls is not None and executes_code(kind_cls, step.block.lang if step.block
+                                                  else None):
+            found.append(step)
+    return found
 
 
 def code_steps(steps: Iterable[Any], kind_of: Any) -> list[Any]:
@@ -180,8 +216,10 @@ def code_steps(steps: Iterable[Any], kind_of: Any) -> list[Any]:
 
 
 def authorize_document(doc: Document) -> None:
-    """The first gate of a run, before its pipeline is read: the signature (when the caller's
-    settings require one) and a `permissions` value maml can read. RefusedError (exit 3)."""
+    """The first gate of a run, before it is planned: the signature (when the caller's
+    settings require one), a `permissions` value maml can read, and no step that runs
+    document code under permissions that refuse everyone (what `maml validate` reports as
+    MAML-V320 and MAML-V319, at the same line). RefusedError (exit 3)."""
     from maml.errors import RefusedError
     from maml.graph import settings as trust_settings
 
@@ -193,6 +231,15 @@ def authorize_document(doc: Document) -> None:
         span = doc.span_of("permissions", *problems[0][0])
         raise RefusedError(f"{problems[0][1]} [MAML-V320]", path=doc.path,
                            line=span.line if span else None)
+    refusal = _refusal(doc)
+    if refusal is not None:     # only then are the steps read: a granted document pays nothing
+        from maml.document.steps import read_steps
+
+        steps = declared_code_steps(read_steps(doc))
+        if steps:
+            first = steps[0]
+            raise RefusedError(f"{refused_step(first.id, first.kind or '?', refusal)} "
+                               "[MAML-V319]", path=doc.path, line=first.line, step=first.id)
 
 
 def authorize_plan(doc: Document, plan: Any, principal: str | None = None) -> None:
@@ -209,11 +256,17 @@ def authorize_plan(doc: Document, plan: Any, principal: str | None = None) -> No
         allowed, reason = execute_allowed(_raw(doc), principal)
         if not allowed:
             first = steps[0]
-            raise RefusedError(f"step {first.id!r} ({first.kind}) runs code: {reason}",
-                               path=doc.path, line=first.block_line or first.line,
-                               step=first.id)
+            raise RefusedError(refused_step(first.id, first.kind, reason), path=doc.path,
+                               line=first.line, step=first.id)
     check_plan(plan.steps.values(), get_kind, doc_dir=plan.doc_dir,
                allowed=trust_settings.load(plan.doc_dir).allow_paths)
+
+
+def _refusal(doc: Document) -> str | None:
+    """execute_refusal of a document whose front matter could be read; None for one whose
+    front matter is missing or unreadable (its own error, MAML-P1xx, says so: what it
+    would have granted is unknown)."""
+    return execute_refusal(_raw(doc)) if doc.front_matter else None
 
 
 def _raw(doc: Document) -> Any:

@@ -35,7 +35,7 @@ def validate(doc: Document) -> list[Diagnostic]:
     findings.extend(semantics.check_placeholders(doc))
     findings.extend(check_code(doc, table))
     findings.extend(semantics.check_base60(doc))
-    findings.extend(permissions.findings(doc))
+    findings.extend(permissions.findings(doc, table))
     semantic_paths = {path for path, _ in findings}
     result = list(doc.diagnostics)
     result.extend(_schema_diagnostics(doc, table, semantic_paths))

@@ -10,10 +10,11 @@ still holds against its baseline; more than `slack` bytes above it means somethi
 the attempt's namespace kept the memory (a C extension, a global cache), and the worker asks
 to be replaced before the retry.
 
-Pinning. A GPU worker sees only its GPU: CUDA_VISIBLE_DEVICES names it by UUID (MIG instances
-can only be named so), so inside the worker `torch.device("cuda")` is that GPU and ctx.device
-is "cuda:0". A CPU worker sees none (""), so it can neither touch nor poison a GPU. CUDA reads
-the variable once, at initialisation, so it is set before the first attempt's code runs.
+Pinning. `apply_pin` sets the environment `devices.placement.worker_env` gives (a GPU worker
+sees only its GPU; a CPU worker sees none), so inside the worker `torch.device("cuda")` is that
+GPU and ctx.device is "cuda:0". CUDA reads the variable once, at initialisation, so it is set
+before the first attempt's code runs, and a worker whose CUDA is already initialised for
+another GPU refuses (PinnedElsewhere) rather than run on the wrong one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from maml.runtime.devices.placement import worker_env
 from maml.runtime.events import DeviceRef
 
 #: bytes a worker may hold above its baseline after cleanup before it is replaced
@@ -129,30 +131,13 @@ def release_memory() -> MemoryReading:
     return read_memory()
 
 
-def pin_environment(device: DeviceRef, inherited: str | None) -> dict[str, str]:
-    """CUDA_VISIBLE_DEVICES (and MAML_DEVICE) for a worker serving `device`.
-
-    `inherited` is the CUDA_VISIBLE_DEVICES the run was started with: without a UUID,
-    "cuda:N" is the N-th entry of that list (what N meant to the user), else the N-th GPU.
-    """
-    if device.kind != "cuda":
-        return {"CUDA_VISIBLE_DEVICES": "", "MAML_DEVICE": device.id}
-    pin = device.uuid
-    if not pin:
-        entries = [e.strip() for e in (inherited or "").split(",") if e.strip()]
-        index = device.index or 0
-        pin = entries[index] if inherited is not None and index < len(entries) else str(index)
-    return {"CUDA_VISIBLE_DEVICES": pin, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-            "MAML_DEVICE": device.id}
-
-
 class PinnedElsewhere(RuntimeError):
     """A worker whose CUDA is initialised for one GPU was asked to run on another."""
 
 
 def apply_pin(device: DeviceRef, inherited: str | None) -> str:
     """Set this process's environment for `device`; the id code should use ("cuda:0")."""
-    wanted = pin_environment(device, inherited)
+    wanted = worker_env(device, inherited)
     current = os.environ.get("CUDA_VISIBLE_DEVICES")
     if (_cuda_torch() is not None and current is not None
             and current != wanted["CUDA_VISIBLE_DEVICES"]):

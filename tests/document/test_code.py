@@ -91,7 +91,8 @@ def test_python_blocks_compile_once_per_distinct_body():
 
     code._syntax_error.cache_clear()
     steps = "".join(f"  - {{id: s{i}, block: b}}\n" for i in range(50))
-    text = f"---\nmaml_version: '1'\npipeline:\n{steps}---\n```python {{id=b}}\nresult = 1\n```\n"
+    text = (f"---\nmaml_version: '1'\npermissions: {{execute: true}}\npipeline:\n{steps}---\n"
+            "```python {id=b}\nresult = 1\n```\n")
     doc = parse(text)
     assert len(read_steps(doc).steps) == 50 and validate(doc) == []
     assert code._syntax_error.cache_info().misses == 1

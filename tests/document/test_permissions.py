@@ -102,7 +102,7 @@ def test_a_qasm_step_runs_without_execute_but_a_python_circuit_does_not(tmp_path
     authorize_plan(qasm, build_plan(qasm))
     python = _doc(tmp_path, "pipeline: [{id: q, kind: quantum, block: c}]\n", QUANTUM_PY,
                   "py.maml.md")
-    with pytest.raises(RefusedError, match="step 'q' \\(quantum\\) runs code") as caught:
+    with pytest.raises(RefusedError, match="step 'q' \\(quantum\\) runs document code") as caught:
         authorize_plan(python, build_plan(python))
     assert caught.value.step == "q" and caught.value.exit_code == 3
 

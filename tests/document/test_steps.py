@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from maml.document.parser import parse, parse_file
 from maml.document.steps import read_steps
 from maml.document.validate import validate
-from maml.errors import DocumentError
+from maml.document.permissions import authorize_document
+from maml.errors import DocumentError, RefusedError
 from maml.runtime.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,21 @@ def assert_agree(doc) -> None:
     for step in plan.steps.values():   # the order is topological
         assert all(list(plan.steps).index(n) < list(plan.steps).index(step.id)
                    for n in step.needs)
+    assert_gate_agrees(doc)
+
+
+def assert_gate_agrees(doc) -> None:
+    """What the run's document gate refuses whoever runs it (unreadable permissions, a code
+    step nobody may run), validate reports as an error at that line (MAML-V320/V319); and
+    validate reports neither when the gate lets the document through."""
+    refused = {(d.line, d.code) for d in validate(doc)
+               if d.code in ("MAML-V319", "MAML-V320") and d.severity == "error"}
+    try:
+        authorize_document(doc)
+    except RefusedError as exc:
+        assert (exc.line, exc.message.rsplit("[", 1)[1].rstrip("]")) in refused, exc.format()
+        return
+    assert not refused, sorted(refused)
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -69,6 +85,8 @@ STEP = st.fixed_dictionaries({"id": st.one_of(IDS, st.sampled_from([1, True, "",
     "memory": st.sampled_from(["4GiB", "lots"]),
     "files": st.sampled_from([["*.csv"], "a.txt", [3]]),
     "policy": POLICY})
+PERMISSIONS = st.sampled_from([{"execute": True}, None, {"execute": False}, ["read"],
+                               {"execute": ["nobody-here"]}, {"Execute": True}])
 FENCE_ATTRS = st.sampled_from(["", "{id=a}", "{id=b needs}", "{id=c needs=[a]}", "{#d}",
                                "{id=a needs=[zz]}", "{step=b needs=[]}", "{id=x needs=,}",
                                "{device=tpu}", "{id=b needs=[c]}", "{id=c needs=b}"])
@@ -78,9 +96,9 @@ FENCE_ATTRS = st.sampled_from(["", "{id=a}", "{id=b needs}", "{id=c needs=[a]}",
 @given(st.one_of(st.none(), st.lists(STEP, max_size=4), st.just("not a list")),
        st.lists(st.tuples(st.sampled_from(["python", "bash", "yaml", "{python}"]), FENCE_ATTRS),
                 max_size=4),
-       st.one_of(st.none(), POLICY))
-def test_validate_and_plan_agree_on_generated_pipelines(pipeline, fences, policy):
-    front: dict = {"maml_version": "1.0", "permissions": {"execute": True}}
+       st.one_of(st.none(), POLICY), PERMISSIONS)
+def test_validate_and_plan_agree_on_generated_pipelines(pipeline, fences, policy, permissions):
+    front: dict = {"maml_version": "1.0", "permissions": permissions}
     if pipeline is not None:
         front["pipeline"] = pipeline
     if policy is not None:
@@ -94,7 +112,7 @@ def errors_of(text: str) -> list[tuple[str, int]]:
 
 
 def test_a_bare_needs_attribute_is_reported_by_both():
-    text = _doc({"maml_version": "1"}, """\
+    text = _doc({"maml_version": "1", "permissions": {"execute": True}}, """\
         ```python {id=first}
         result = 1
         ```
@@ -103,14 +121,14 @@ def test_a_bare_needs_attribute_is_reported_by_both():
         result = 2
         ```
         """)
-    assert errors_of(text) == [("MAML-V318", 12)]
+    assert errors_of(text) == [("MAML-V318", 14)]
     with pytest.raises(DocumentError, match="`needs` has no value") as caught:
         build_plan(parse(text))
-    assert caught.value.line == 12
+    assert caught.value.line == 14
 
 
 def test_a_bare_duration_backoff_is_one_grammar():
-    text = _doc({"maml_version": "1", "policy": {"backoff": "0.5s"},
+    text = _doc({"maml_version": "1", "permissions": {"execute": True}, "policy": {"backoff": "0.5s"},
                  "pipeline": [{"id": "a", "block": "a", "policy": {"backoff": "2s"}}]},
                 "```python {id=a}\nresult = 1\n```\n")
     assert errors_of(text) == []
@@ -136,9 +154,10 @@ def test_a_cycle_names_its_steps_in_needs_order_and_is_bounded():
 
 
 def test_duplicate_implicit_step_ids_are_an_error_in_both():
-    text = _doc({"maml_version": "1"}, "```python {id=a}\nresult = 1\n```\n\n"
+    text = _doc({"maml_version": "1", "permissions": {"execute": True}},
+                "```python {id=a}\nresult = 1\n```\n\n"
                                        "```bash {id=a}\necho\n```\n")
-    assert ("MAML-V301", 12) in errors_of(text)
+    assert ("MAML-V301", 14) in errors_of(text)
     with pytest.raises(DocumentError, match="already used"):
         build_plan(parse(text))
 
@@ -151,6 +170,8 @@ class ToyKind(Kind):
     name = "toy"
     params_schema = {"type": "object", "additionalProperties": False, "required": ["n"],
                      "properties": {"n": {"type": "integer", "minimum": 1}}}
+
+    executes_code = False      # it runs no code from the document (the default fails closed)
 
     def run(self, ctx, step):
         return step.params["n"] * 2

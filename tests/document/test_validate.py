@@ -56,13 +56,39 @@ def test_block_needs_without_pipeline():
     assert ("MAML-V302", 8) in found(text)
 
 
+CODE = "## Code_Blocks\n```python\nx = 1\n```\n"
+
+
 def test_permissions_warn_and_say_who():
-    (message,) = messages('---\nmaml_version: "1"\npermissions:\n  execute: [agent://ops]\n---\n',
-                          "MAML-V311")
+    only_ops = '---\nmaml_version: "1"\npermissions:\n  execute: [agent://ops]\n---\n'
+    (message,) = messages(only_ops + CODE, "MAML-V311")
     assert "agent://ops" in message and "refuses any other OS user" in message
-    assert ("MAML-V311", 3) in found('---\nmaml_version: "1"\npermissions: {execute: false}\n---\n')
-    assert not messages('---\nmaml_version: "1"\npermissions: {execute: [public]}\n---\n',
+    assert ("MAML-V311", 4) in found(only_ops + CODE)
+    assert not messages(only_ops, "MAML-V311")     # no code step: `execute` decides nothing
+    assert not messages('---\nmaml_version: "1"\npermissions: {execute: [public]}\n---\n' + CODE,
                         "MAML-V311")
+
+
+BELL = "```qasm\nOPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[1];\nh q[0];\n```\n"
+
+
+def test_code_steps_nobody_may_run_are_errors_at_each_step_saying_how_to_allow_them():
+    body = "## Code_Blocks\n```python\ndef run(i, p, c):\n    return 1\n```\n" + BELL + \
+        "```bash\necho hi\n```\n"
+    for front, fix in [("", "add `permissions: {execute: true}`"),
+                       ("permissions: [read]\n", "add `permissions: {execute: true}`"),
+                       ("permissions: {execute: false}\n", "set `permissions: {execute: true}`")]:
+        text = f'---\nmaml_version: "1"\n{front}---\n' + body
+        refused = [d for d in validate(parse(text)) if d.code == "MAML-V319"]
+        lines = front.count("\n") + 4
+        assert [(d.step, d.line, d.severity) for d in refused] == [
+            ("step1", lines + 1, "error"), ("step3", lines + 11, "error")]   # not the QASM step
+        assert all(fix in d.message and "`maml run` refuses it" in d.message for d in refused)
+    granted = '---\nmaml_version: "1"\npermissions: {execute: true}\n---\n' + body
+    assert not messages(granted, "MAML-V319")
+    assert not messages('---\nmaml_version: "1"\npermissions: {execute: false}\n---\n' + BELL,
+                        "MAML-V319")   # a QASM circuit runs no document code
+    assert not messages(CODE, "MAML-V319")   # no front matter: P110 says so, permissions unknown
 
 
 def test_durations_sizes_and_devices():

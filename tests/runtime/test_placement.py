@@ -11,6 +11,7 @@ from maml.runtime.devices.discovery import discover
 from maml.runtime.devices.health import HealthMonitor
 from maml.runtime.devices.nvml import FakeGPU, FakeNVML
 from maml.runtime.devices.placement import choose_device, worker_env
+from maml.runtime.events import DeviceRef
 from maml.runtime.policies import CircuitBreaker
 
 GiB = 2**30
@@ -133,11 +134,21 @@ def test_worker_env_pins_one_gpu_by_uuid_and_hides_gpus_from_cpu_workers(monkeyp
     inv, _ = inventory(0, 0)
     gpu = inv.get("cuda:0")
     assert gpu.physical_index == 1
-    assert worker_env(gpu) == {"CUDA_VISIBLE_DEVICES": gpu.uuid, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-                               "MAML_DEVICE": "cuda:0"}
-    assert worker_env(inv.get("cpu"))["CUDA_VISIBLE_DEVICES"] == ""
+    assert worker_env(gpu, "1") == {"CUDA_VISIBLE_DEVICES": gpu.uuid,
+                                    "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "MAML_DEVICE": "cuda:0"}
+    assert worker_env(inv.get("cpu"), "1") == {"CUDA_VISIBLE_DEVICES": "", "MAML_DEVICE": "cpu"}
     gpu.uuid = None
-    assert worker_env(gpu)["CUDA_VISIBLE_DEVICES"] == "1"
+    assert worker_env(gpu, "1")["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_worker_env_without_uuid_follows_the_runs_visible_list():
+    gpu = DeviceRef("cuda:1", kind="cuda", index=1)
+    assert worker_env(gpu, "2,3")["CUDA_VISIBLE_DEVICES"] == "3"
+    assert worker_env(gpu, " 2 , 3 ")["CUDA_VISIBLE_DEVICES"] == "3"
+    assert worker_env(gpu, None)["CUDA_VISIBLE_DEVICES"] == "1"
+    assert worker_env(gpu, "0")["CUDA_VISIBLE_DEVICES"] == "1"   # past the list: the N-th GPU
+    mig = DeviceRef("cuda:0", kind="cuda", index=0, uuid="MIG-4f0c")
+    assert worker_env(mig, "0")["CUDA_VISIBLE_DEVICES"] == "MIG-4f0c"
 
 
 # -- the DeviceBook: spreading over GPUs, declared devices as a contract (issue 11.1, 11.3) --

@@ -40,29 +40,32 @@ def test_oom_chain_halves_batch_until_the_third_attempt_succeeds(runner, events)
     json.dumps(result.to_json())
 
 
-def test_injected_oom_retries_in_the_live_worker_quickly(runner, events):
-    doc = runner.write_doc({"policy": {"on": {"oom": ["retry"]}},
+def test_injected_oom_retries_in_the_live_worker_after_only_its_backoff(runner, events):
+    doc = runner.write_doc({"policy": {"on": {"oom": ["retry"]},
+                                       "backoff": {"initial": "0.2s", "jitter": 0}},
                             "pipeline": [{"id": "s", "block": "s"}]},
                            {"s": "def run(i, p, ctx):\n    import os\n    return os.getpid()"})
     result = runner.run(doc, inject=["s:oom@1"], observers=[events])
     failed = events.of("on_attempt_failed")[0]
-    restarted = events.of("on_attempt_started")[1]
     assert result.steps["s"].attempts == 2
     assert failed["error"].context["pid"] == result.steps["s"].output   # same process
-    assert restarted["_t"] - failed["_t"] < 0.5                          # target: < 50 ms
+    # the one wait between the failure and the retry is what is left of the policy's 0.2 s
+    # backoff, taken on the injected clock: the scheduler adds none of its own
+    (wait,) = runner.clock.idle
+    assert 0 < wait <= 0.2
 
 
 def test_worker_lost_is_recovered_on_a_new_worker(runner, events):
     doc = runner.write_doc({"pipeline": [{"id": "s", "block": "s"}]},
-                           {"s": "import os, time\nresult = {'pid': os.getpid(), 't': time.time()}"})
+                           {"s": "import os\nresult = {'pid': os.getpid()}"})
     result = runner.run(doc, inject=["s:worker_lost@1"], observers=[events])
     error = events.of("on_attempt_failed")[0]["error"]
     assert result.status == "succeeded" and result.steps["s"].attempts == 2
     assert error.error_class == "worker_lost" and error.injected
     assert error.context["signal"] == "SIGKILL" and error.context["exitcode"] == -9
     assert error.context["pid"] != result.steps["s"].output["pid"]
-    # the warm spare takes over: the new attempt begins well within a second of the loss
-    assert result.steps["s"].output["t"] - events.of("on_attempt_failed")[0]["_t"] < 1.0
+    # that the warm spare, already started, takes the retry is test_workers.py's
+    # test_the_warm_spare_replaces_a_lost_worker_without_a_cold_start (no timing here)
 
 
 def test_timeout_kills_the_worker_and_the_next_attempt_succeeds(runner, events):
@@ -72,7 +75,9 @@ def test_timeout_kills_the_worker_and_the_next_attempt_succeeds(runner, events):
     result = runner.run(doc, inject=["s:timeout@1"], observers=[events], clock=SystemClock())
     failed = events.of("on_attempt_failed")[0]
     assert failed["error"].error_class == "timeout" and failed["error"].injected
-    assert 1.0 <= failed["duration"] < 4.0
+    # not before the 1 s timeout; the class says the watchdog, not the end of the injected
+    # sleep (timeout + 5 s), ended it (no upper wall-clock bound: a loaded box is slow)
+    assert failed["duration"] >= 1.0
     assert result.status == "succeeded" and result.steps["s"].attempts == 2
     assert failed["error"].context["pid"] != result.steps["s"].output
     starts = events.of("on_attempt_started")

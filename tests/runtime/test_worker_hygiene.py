@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from maml.runtime.events import DeviceRef
-from maml.runtime.hygiene import MemoryReading, pin_environment
+from maml.runtime.hygiene import MemoryReading
 from maml.runtime.workers import WorkerProcess
 from worker_helpers import outcome, request
 
@@ -85,17 +85,15 @@ def test_a_python_step_leaves_no_popen_grandchild_and_no_daemon(runner, tmp_path
 def test_a_shell_background_job_does_not_hold_the_step_and_is_killed(runner, tmp_path, events):
     pidfile = tmp_path / "job"
     doc = runner.write_doc({**EXECUTE, "pipeline": [{"id": "sh", "kind": "shell", "block": "sh"}]},
-                           {"sh": f"#!bash\nsleep 30 &\necho $! > {pidfile}\necho started"})
+                           {"sh": f"#!bash\nsleep 300 &\necho $! > {pidfile}\necho started"})
     result = runner.run(doc, observers=[events])
     assert result.steps["sh"].output["stdout"] == "started\n"
-    # the step ended when bash did, long before the job's 30 s
-    started, = events.of("on_attempt_started")
-    succeeded, = events.of("on_attempt_succeeded")
-    assert succeeded["_t"] - started["_t"] < 15
+    # the step ended when bash did, not when the job would have: maml found the job still
+    # running when the step ended, and killed it (the log names it)
     pid, = _pids(tmp_path, ["job"])
     assert _gone([pid]) == []
     log = (Path(result.run_dir) / "logs" / "sh.1.log").read_text()
-    assert "started" in log and f"{pid} (sleep 30)" in log
+    assert "started" in log and f"{pid} (sleep 300)" in log
 
 
 def test_a_timed_out_shell_step_takes_its_grandchild_and_daemon_with_it(runner, tmp_path):
@@ -186,14 +184,6 @@ def test_a_cpu_worker_sees_no_gpu(worker, tmp_path):
     assert (kind, json.loads(text)) == ("result", ["", "", "cpu", "cpu", None])
 
 
-def test_pin_environment_without_uuid_follows_the_runs_visible_list():
-    gpu = DeviceRef("cuda:1", kind="cuda", index=1)
-    assert pin_environment(gpu, "2,3")["CUDA_VISIBLE_DEVICES"] == "3"
-    assert pin_environment(gpu, None)["CUDA_VISIBLE_DEVICES"] == "1"
-    mig = DeviceRef("cuda:0", kind="cuda", index=0, uuid="MIG-4f0c")
-    assert pin_environment(mig, "0")["CUDA_VISIBLE_DEVICES"] == "MIG-4f0c"
-
-
 def test_placed_on_a_fake_gpu_the_step_runs_pinned_to_its_uuid(runner):
     from maml.runtime.devices.discovery import discover
     from maml.runtime.devices.nvml_fake import FakeGPU, FakeNVML
@@ -207,11 +197,25 @@ def test_placed_on_a_fake_gpu_the_step_runs_pinned_to_its_uuid(runner):
 
 # -- liveness and messages --------------------------------------------------------------------
 
+# One C call (catastrophic regex backtracking) that holds the GIL for about `seconds` whatever
+# the machine's speed (a fixed length held it 0.45 s on CI and 2 s on the dev box): each extra
+# "a" doubles the time, calibrated on a short one in the worker itself.
+HOLD_GIL = """
+import re, time
+def backtrack(n):
+    started = time.perf_counter()
+    re.match(r"(a+)+$", "a" * n + "b")
+    return time.perf_counter() - started
+def hold_gil(seconds):
+    n, took = 18, backtrack(18)
+    while took * 2 ** (n - 18) < seconds:
+        n += 1
+    return backtrack(n)
+"""
+
 
 def test_cpu_time_advances_while_the_gil_is_held_and_heartbeats_stop(worker, tmp_path):
-    # catastrophic backtracking: one C call that holds the GIL for a second or more (25 characters:
-    # ~2 s on the 2-core dev box, ~1.4 s on CI; 23 was 0.45 s on CI, too close to the 0.5 s asserted)
-    body = 'import re, time\ntime.sleep(0.3)\nresult = bool(re.match(r"(a+)+$", "a" * 25 + "b"))'
+    body = HOLD_GIL + "time.sleep(0.3)\nresult = hold_gil(2.0) > 0\n"
     worker.send(("attempt", request(body, tmp_path, heartbeat_interval=0.05)))
     timeline: list[tuple[str, float | None]] = []     # (message or "cpu", cpu seconds)
     while not timeline or timeline[-1][0] != "result":
@@ -239,19 +243,7 @@ def test_an_attempt_costs_two_messages_when_it_is_quick(worker, tmp_path):
 
 
 def test_a_step_holding_the_gil_past_its_heartbeat_timeout_is_alive_not_hung(runner, events):
-    # one C call (catastrophic regex backtracking) holds the GIL for ~5 s whatever the
-    # machine's speed: each extra "a" doubles the time, calibrated on a short one
-    body = """
-        import re, time
-        def backtrack(n):
-            started = time.perf_counter()
-            re.match(r"(a+)+$", "a" * n + "b")
-            return time.perf_counter() - started
-        n, took = 16, backtrack(16)
-        while took * 2 ** (n - 16) < 5.0:
-            n += 1
-        result = backtrack(n)
-    """
+    body = HOLD_GIL + "result = hold_gil(5.0)\n"
     doc = runner.write_doc({"policy": {"retries": 0, "heartbeat_timeout": "2s"},
                             "pipeline": [{"id": "re", "block": "re"}]}, {"re": body})
     result = runner.run(doc, observers=[events])

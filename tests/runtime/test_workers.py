@@ -50,12 +50,10 @@ def test_the_warm_spare_replaces_a_lost_worker_without_a_cold_start(pool, tmp_pa
     while not spare.conn.poll(0.1):         # the spare is up: maml imported, "ready" sent
         assert time.monotonic() < deadline
     pool.discard(worker)
-    started = time.monotonic()
     replacement = pool.acquire("cpu")
-    assert replacement is spare
+    assert replacement is spare             # the worker that was already up: no cold start
     replacement.send(("attempt", request("result = 2", tmp_path)))
     assert outcome(replacement)[:2] == ("result", "2")
-    assert time.monotonic() - started < 1.0
     assert pool.spare is not None and pool.spare is not replacement
 
 

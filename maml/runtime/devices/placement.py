@@ -28,6 +28,7 @@ from typing import Any
 
 from maml.errors import UsageError
 from maml.runtime.devices.discovery import DeviceInfo, Inventory
+from maml.runtime.events import DeviceRef
 from maml.vocabulary import normalise_device
 
 _STATE_RANK = {"healthy": 0, "warning": 1}
@@ -98,18 +99,24 @@ def _fits(device: DeviceInfo, memory: int | None,
     return room is None or room >= memory     # unknown room: let the attempt find out
 
 
-def worker_env(device: DeviceInfo) -> dict[str, str]:
-    """Environment for a worker process pinned to `device`.
+def worker_env(device: DeviceInfo | DeviceRef, inherited: str | None) -> dict[str, str]:
+    """Environment for a worker process pinned to `device` (CUDA_VISIBLE_DEVICES,
+    CUDA_DEVICE_ORDER, MAML_DEVICE).
 
     A GPU worker sees exactly one GPU, named by UUID where known (a UUID survives any
     reordering; a MIG instance can only be named by its UUID), so inside the worker the
     device is torch's "cuda:0" whatever the user calls it; MAML_DEVICE carries the user's
-    name ("cuda:1") for messages and the record. A CPU worker sees no GPU at all, so a step
-    on the CPU can never touch (or poison) a GPU by accident.
+    name ("cuda:1") for messages and the record. Without a UUID, "cuda:N" is the N-th entry of
+    `inherited` (the CUDA_VISIBLE_DEVICES the run was started with: what N meant to the
+    user), else the N-th GPU. A CPU worker sees no GPU at all, so a step on the CPU can never
+    touch (or poison) a GPU by accident.
     """
-    if device.kind == "cpu":
-        return {"CUDA_VISIBLE_DEVICES": "", "MAML_DEVICE": "cpu"}
-    pin = device.uuid or (str(device.physical_index) if device.physical_index is not None
-                          else str(device.index))
+    if device.kind != "cuda":
+        return {"CUDA_VISIBLE_DEVICES": "", "MAML_DEVICE": device.id}
+    pin = device.uuid
+    if not pin:
+        entries = [e.strip() for e in (inherited or "").split(",") if e.strip()]
+        index = device.index or 0
+        pin = entries[index] if inherited is not None and index < len(entries) else str(index)
     return {"CUDA_VISIBLE_DEVICES": pin, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "MAML_DEVICE": device.id}
