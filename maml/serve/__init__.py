@@ -2,8 +2,10 @@
 
     records    durable run records: accepted requests, how each run ended, its event log
     hub        EventHub: a runtime observer that keeps each run's live view and feeds SSE
-    runner     Runner: the FIFO queue and the threads that run documents (the one seam
-               to the runtime: `execute()`)
+    runner     Runner: the FIFO queue and the threads (lanes) that run documents (the one
+               seam to the runtime: `execute()`); Acceptance and Gate: no attempt before
+               a run's request is durable
+    lanes      one warm maml.Session per lane; lane 0 alone has GPU workers
     service    Service: every operation the HTTP API, the dashboard and MCP offer, once
     auth       the bearer token and the principal it stands for
     app        create_app(): FastAPI (API under /api/v1, dashboard at /, MCP at /mcp)

@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -112,8 +113,15 @@ class Records:
         return self.root / "documents" / f"{digest[:32]}.maml.md"
 
     def accept(self, request: RunRequest) -> RunRequest:
-        """Create the run's store and write the request durably (see the module docstring);
-        returns it with its run id. UsageError if params or input are not JSON data."""
+        """`create` then `persist`: the request is durable when this returns."""
+        self.create(request)
+        self.persist(request)
+        return request
+
+    def create(self, request: RunRequest) -> RunRequest:
+        """Give the request its run id and make the run's store and record directory, all
+        unsynced (see the module docstring); returns it. UsageError if params or input are
+        not JSON data. The run is not accepted until `persist` returns."""
         try:
             canonical.dumps({"params": request.params, "input": request.input})
         except ValueError as exc:        # NaN, Infinity: what the HTTP layer's parser allows
@@ -123,9 +131,19 @@ class Records:
                                 durable=False)
         request.run_id = store.run_id
         self.dir(store.run_id).mkdir()
-        write_synced(self._request_path(store.run_id), canonical.dumps(request.to_json()))
-        fsync_dir(self.root / "accepted")
         return request
+
+    def persist(self, request: RunRequest) -> None:
+        """Write the request durably: from now on a restart resumes the run."""
+        write_synced(self._request_path(request.run_id), canonical.dumps(request.to_json()))
+        fsync_dir(self.root / "accepted")
+
+    def withdraw(self, run_id: str) -> None:
+        """Remove what `create` made for a request that was never persisted."""
+        self.close_events(run_id)
+        self._request_path(run_id).unlink(missing_ok=True)
+        for directory in (self.dir(run_id), self.state_dir / "runs" / run_id):
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _request_path(self, run_id: str) -> Path:
         return self.root / "accepted" / f"{run_id}.json"

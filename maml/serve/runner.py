@@ -1,8 +1,8 @@
 """Runner: accepted runs, first in first out, at most `concurrency` at once.
 
 Each run is handed to `execute(request, token)` on one of the runner's threads (its
-lanes); that function is the service's one seam to the runtime, and `Lanes` gives each
-lane its own `maml.Session` (warm workers). `cancel()` takes a queued run off the queue at
+lanes); that function is the service's one seam to the runtime, and
+`maml.serve.lanes.Lanes` gives each lane its own `maml.Session` (warm workers). `cancel()` takes a queued run off the queue at
 once; a running run is stopped through its `CancelToken` (the runtime cancels the attempts
 in flight, their process trees killed).
 
@@ -24,16 +24,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from maml.runtime.events import Observer
 from maml.serve.records import RunRequest
 
 log = logging.getLogger(__name__)
 
 
 class CancelToken:
-    """How the service stops one run: `cancel(reason)` ("cancelled" by a caller, or
-    "shutdown" of the server) sets `stop`, the event `maml.run` watches: the runtime cancels
-    the attempts in flight (their process trees die) and ends the run `interrupted`. The
-    first reason given stands."""
+    """How the service stops one run: `cancel(reason)` ("cancelled" by a caller,
+    "shutdown" of the server, "withdrawn" when its request could not be written) sets
+    `stop`, the event `maml.run` watches: the runtime cancels the attempts in flight (their
+    process trees die) and ends the run `interrupted`. The first reason given stands."""
 
     def __init__(self, run_id: str, lane: int = 0) -> None:
         self.run_id = run_id
@@ -44,6 +45,39 @@ class CancelToken:
     def cancel(self, reason: str = "cancelled") -> None:
         self.reason = self.reason or reason
         self.stop.set()
+
+
+class Acceptance:
+    """Whether a submitted run's request reached the disk. The service hands the run to a
+    lane before its request is synced, so the run's preparation (checks, plan, store)
+    overlaps the sync; `Gate` holds the run at its start until this settles."""
+
+    def __init__(self) -> None:
+        self._settled = threading.Event()
+        self.accepted = False
+
+    def settle(self, accepted: bool) -> None:
+        self.accepted = accepted
+        self._settled.set()
+
+    def wait(self) -> bool:
+        self._settled.wait()
+        return self.accepted
+
+
+class Gate(Observer):
+    """The first observer of a run not yet accepted: `on_run_started` comes before the
+    scheduler submits any attempt, so no document code runs before the run is durable; a
+    run whose request could not be written is stopped there (`token` reason "withdrawn")
+    and ends with no attempt."""
+
+    def __init__(self, acceptance: Acceptance, token: CancelToken) -> None:
+        self.acceptance = acceptance
+        self.token = token
+
+    def on_run_started(self, **_: Any) -> None:
+        if not self.acceptance.wait():
+            self.token.cancel("withdrawn")
 
 
 class Runner:
@@ -119,39 +153,3 @@ class Runner:
             finally:
                 with self._cond:
                     self._running.pop(request.run_id, None)
-
-
-class Lanes:
-    """One warm session (executor backend) per runner thread, made on the thread's first run
-    by `factory(gpu)` (gpu: the GPU lane's, with a worker per GPU) and kept for the next
-    ones (its workers keep their loaded models); a session serves one run at a time, as
-    maml.Session requires, since a thread runs one run at a time."""
-
-    def __init__(self, factory: Callable[[bool], Any]) -> None:
-        self._factory = factory
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
-
-    def current(self, gpu: bool = False) -> Any:
-        backend = getattr(self._local, "backend", None)
-        if backend is None:
-            backend = self._local.backend = self._factory(gpu)
-            with self._lock:
-                self._all.append(backend)
-        return backend
-
-    def drop(self) -> None:
-        """Close this thread's backend (after a run that broke); the next run makes one."""
-        backend = getattr(self._local, "backend", None)
-        if backend is not None:
-            self._local.backend = None
-            with self._lock:
-                self._all.remove(backend)
-            backend.close()
-
-    def close(self) -> None:
-        with self._lock:
-            backends, self._all = self._all, []
-        for backend in backends:
-            backend.close()

@@ -12,7 +12,6 @@ HTTP layer maps them to status codes and MCP to tool errors, both with maml's co
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -24,7 +23,8 @@ from maml.errors import MamlError, UsageError
 from maml.serve import intake, views
 from maml.serve.hub import EventHub
 from maml.serve.records import Records, RunRequest, next_seq
-from maml.serve.runner import CancelToken, Lanes, Runner
+from maml.serve.lanes import Lanes, lane_session, uses_gpu
+from maml.serve.runner import Acceptance, CancelToken, Gate, Runner
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,14 @@ class Service:
         self._requests: dict[str, RunRequest] = {}
         self._parsed: dict[str, Any] = {}          # run id -> its Document, until it starts
         self._gpu_runs: set[str] = set()           # runs a step of which may use a GPU
+        self._acceptances: dict[str, Acceptance] = {}   # run id -> its request's sync
         self._by_key: dict[str, str] = {}          # idempotency key -> run id
         self._finals: dict[str, dict[str, Any]] = {}   # run id -> its final record
         self._lock = threading.Lock()
         self._seq = 0
         self._devices: Any = None
         self._graph_cache: tuple[Any, Any] | None = None
-        self.lanes = Lanes(self._new_session)
+        self.lanes = Lanes(lambda gpu: lane_session(self.inventory, self.workers, gpu))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -123,16 +124,38 @@ class Service:
                                  input=input, require_signed=require_signed,
                                  principal=principal, submitted_at=time.time(),
                                  idempotency_key=idempotency_key)
-            self.records.accept(request)
+            self.records.create(request)
             self._requests[request.run_id] = request
             self._parsed[request.run_id] = doc
-            if any(d.startswith("cuda") for step in dag for d in step["devices"]):
+            self._acceptances[request.run_id] = acceptance = Acceptance()
+            if uses_gpu(dag):
                 self._gpu_runs.add(request.run_id)
             if idempotency_key is not None:
                 self._by_key[idempotency_key] = request.run_id
         self.hub.publish(request.run_id, "run_queued", document=doc.path, steps=dag)
-        self.runner.put(request)
+        self.runner.put(request)        # prepares while the request syncs (runner.Gate)
+        try:
+            self.records.persist(request)
+        except BaseException:
+            acceptance.settle(False)
+            self._withdraw(request)
+            raise
+        acceptance.settle(True)
         return request.run_id
+
+    def _withdraw(self, request: RunRequest) -> None:
+        """Forget a run whose request could not be written: its caller gets the error, no
+        run id, and no attempt of it ever starts."""
+        self.runner.cancel(request.run_id)
+        with self._lock:
+            self._requests.pop(request.run_id, None)
+            self._parsed.pop(request.run_id, None)
+            self._acceptances.pop(request.run_id, None)
+            self._gpu_runs.discard(request.run_id)
+            if request.idempotency_key is not None:
+                self._by_key.pop(request.idempotency_key, None)
+        self.hub.views.pop(request.run_id, None)
+        self.records.withdraw(request.run_id)
 
     def _source(self, document: str | None, path: str | None) -> tuple[str, str]:
         return intake.source(document, path, self.roots, self.records.store_document)
@@ -149,7 +172,7 @@ class Service:
             dag = intake.dag(doc, request.params, self._device_classes())
         except MamlError:
             return True
-        return any(d.startswith("cuda") for step in dag for d in step["devices"])
+        return uses_gpu(dag)
 
     def _device_classes(self) -> set[str]:
         return {d.kind for d in self.inventory.devices} if self.inventory else {"cpu"}
@@ -157,33 +180,42 @@ class Service:
     def execute(self, request: RunRequest, token: CancelToken) -> None:
         """Run one accepted request to its end and write its final record. The one place
         the service calls the runtime: resume=run_id makes a first run and a restart alike,
-        and each runner thread keeps its own maml.Session (warm workers) across its runs."""
+        and each runner thread keeps its own maml.Session (warm workers) across its runs.
+        A run submitted to this process may start before its request is synced: its Gate
+        holds the first attempt until it is (a run whose request could not be written is
+        stopped there, recorded in the graph as interrupted with no attempt, and forgotten)."""
         import maml
 
         started = time.time()
         from maml.graph import settings
 
+        acceptance = self._acceptances.pop(request.run_id, None)
+        observers = [self.recorder, self.hub]
+        if acceptance is not None:          # submitted to this process: maybe not synced yet
+            observers.insert(0, Gate(acceptance, token))
         try:
             doc = self._parsed.pop(request.run_id, None)   # parsed when it was submitted
             if doc is None:                                # (or not: a restart requeued it)
                 doc = maml.parse(request.document, path=request.path)
             with settings.overrides(require_signed=request.require_signed):
-                result = maml.run(doc, graph=False, observers=[self.recorder, self.hub],
+                result = maml.run(doc, graph=False, observers=observers,
                                   resume=request.run_id, state_dir=self.state_dir,
                                   params=request.params, inject=request.inject,
                                   input=request.input, principal=request.principal,
                                   session=self.lanes.current(gpu=token.lane == 0),
                                   stop=token.stop)
         except MamlError as exc:
-            self._end_unrecorded(request, "failed", started, exc.format(), code=exc.code)
+            if acceptance is None or acceptance.wait():
+                self._end_unrecorded(request, "failed", started, exc.format(), code=exc.code)
         except Exception as exc:
             log.exception("run %s", request.run_id)
             self.lanes.drop()               # its workers may hold the broken run's attempts
-            self._end_unrecorded(request, "failed", started, f"internal error: "
-                                 f"{type(exc).__name__}: {exc}", code="MAML-E000")
+            if acceptance is None or acceptance.wait():
+                self._end_unrecorded(request, "failed", started, f"internal error: "
+                                     f"{type(exc).__name__}: {exc}", code="MAML-E000")
         else:
-            if token.reason == "shutdown":
-                return                      # not ended: the next start resumes it
+            if token.reason in ("shutdown", "withdrawn"):
+                return        # shutdown: not ended, the next start resumes it; withdrawn: gone
             payload = result.to_json()
             payload["graph"] = str(self.recorder.path)
             if token.reason == "cancelled":
@@ -191,23 +223,6 @@ class Service:
                 payload["status"] = "cancelled"
                 result.problems.append("cancelled by request")
             self._finish(request.run_id, payload, started, result.problems, result.output)
-
-    def _new_session(self, gpu: bool) -> Any:
-        """A runner lane's maml.Session: warm CPU workers, and for the GPU lane one worker
-        per GPU of this machine, with the devices `start()` discovered (no NVML probe per
-        run). The other lanes see no GPU: their runs never place a step on one."""
-        import maml
-        from maml.runtime.launch import default_workers
-        from maml.runtime.devices.book import DeviceBook
-        from maml.runtime.executors.local import LocalBackend
-
-        workers = self.workers or default_workers()
-        inventory = self.inventory if gpu or self.inventory is None else \
-            dataclasses.replace(self.inventory, devices=[
-                d for d in self.inventory.devices if d.kind != "cuda"])
-        slots = DeviceBook(inventory).slots(workers)
-        return maml.Session(workers=workers, backend=LocalBackend(slots, prestart=1),
-                            inventory=inventory)
 
     def _end_unrecorded(self, request: RunRequest, status: str, started: float, problem: str,
                         code: str | None = None) -> None:
@@ -275,6 +290,7 @@ class Service:
         where = self.runner.cancel(run_id)
         if where == "queued":
             self._parsed.pop(run_id, None)
+            self._acceptances.pop(run_id, None)
             self._end_unrecorded(request, "cancelled", request.submitted_at,
                                  "cancelled before it started")
         return {"run_id": run_id, "cancelled": where is not None,

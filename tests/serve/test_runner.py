@@ -6,7 +6,8 @@ import threading
 
 from maml.serve.hub import EventHub
 from maml.serve.records import RunRequest
-from maml.serve.runner import CancelToken, Lanes, Runner
+from maml.serve.lanes import Lanes
+from maml.serve.runner import CancelToken, Runner
 
 
 def request(n: int) -> RunRequest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -80,3 +81,55 @@ def test_gpu_runs_share_the_gpu_lane_worker_while_cpu_runs_pass_them(service, tm
     outputs = [finished(running, r)["steps"]["a"]["output"] for r in (first, second)]
     assert outputs[0]["device"] == outputs[1]["device"] == "cuda:0"
     assert outputs[0]["pid"] == outputs[1]["pid"]        # one worker, one CUDA context
+
+
+def test_a_run_prepares_while_its_request_syncs_and_starts_only_once_it_is_durable(
+        service, monkeypatch):
+    from maml.serve import runner
+
+    running = service(concurrency=1)
+    order: list[str] = []
+    prepared = threading.Event()
+    publish, persist = running.hub.publish, running.records.persist
+    hold = runner.Gate.on_run_started
+
+    def at_the_gate(self: Any, **event: Any) -> None:
+        order.append("prepared")         # checks, plan and store done; no attempt yet
+        prepared.set()
+        hold(self, **event)
+
+    def synced(request: Any) -> None:
+        assert prepared.wait(60), "the run did not prepare during the sync"
+        persist(request)
+        order.append("durable")
+
+    monkeypatch.setattr(runner.Gate, "on_run_started", at_the_gate)
+    monkeypatch.setattr(running.records, "persist", synced)
+    monkeypatch.setattr(running.hub, "publish", lambda run_id, type_, **fields: (
+        order.append(type_), publish(run_id, type_, **fields))[1])
+    finished(running, running.submit(document=doc("- {id: a, block: a}", {"a": WAIT_FOR_FILE})))
+    assert order.index("prepared") < order.index("durable") < order.index("run_started") \
+        < order.index("attempt_started")
+
+
+def test_a_run_whose_request_cannot_be_written_is_refused_and_runs_nothing(service, tmp_path,
+                                                                           monkeypatch):
+    running = service(concurrency=1)
+    marker = tmp_path / "ran"
+
+    def disk_full(request: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(running.records, "persist", disk_full)
+    text = doc("- {id: a, block: a}",
+               {"a": f"def run(inputs, params, ctx):\n    open({str(marker)!r}, 'w').close()"})
+    with pytest.raises(OSError, match="No space"):
+        running.submit(document=text, idempotency_key="k1")
+    monkeypatch.undo()
+    monkeypatch.setenv("MAML_GRAPH", str(tmp_path / "graph"))
+    later = running.submit(document=doc("- {id: a, block: a}", {"a": WAIT_FOR_FILE}),
+                           idempotency_key="k1")      # the key was not kept for a refusal
+    finished(running, later)                          # the lane is free: the first run ended
+    assert not marker.exists()
+    assert [r["run_id"] for r in running.runs()] == [later]
+    assert sorted(p.name for p in (tmp_path / "state" / "runs").iterdir()) == [later]
