@@ -16,6 +16,12 @@ the other:
 Recovery: a step's first attempt SIGKILLs its own worker 0.5 s in (bench/overhead.py's
 MAML_RECOVER step); the time from the kill to the next attempt's start, on the Ray backend
 (a new actor) and on the local backend (maml's warm spare process). Medians of --repeats.
+`--artifacts MB` instead measures a chain make -> scale -> total that passes two MB-sized
+float64 arrays, on a two-node `ray.cluster_utils.Cluster` (the driver on a head without
+CPUs, both slots on the other node), with arrays through Ray's object store (artifacts
+"auto") against the run dir's files (artifacts "files": what a shared filesystem gives),
+and on the local executor. Medians of --repeats whole runs after one warm-up.
+
 Ray must only run in a network namespace with loopback alone (the command above).
 """
 
@@ -37,6 +43,15 @@ from overhead import (MAML_RECOVER, WORK_BEFORE_KILL, maml_document,  # noqa: E4
                       maml_workload, recovery_latency)
 
 WORKLOADS = (("chain", 50), ("fanout", 500))
+ARRAY_STEP = (
+    "import numpy as np\n\n"
+    "def run(inputs, params, ctx):\n"
+    "    if params['role'] == 'make':\n"
+    "        return {'x': np.full(params['mb'] * 131072, 1.0)}\n"
+    "    x = next(iter(inputs.values()))['x']\n"
+    "    if params['role'] == 'scale':\n"
+    "        return {'x': x * 2.0}\n"
+    "    return float(x.sum())\n")
 
 
 def plain_ray(ray: Any) -> Callable[[str, int], None]:
@@ -96,11 +111,57 @@ def recovery(run: Callable[..., Any], workdir: Path, repeats: int, **options: An
     return latencies
 
 
+def array_chain(mb: int) -> str:
+    steps = [{"id": role, "kind": "python", "block": "step", "device": ["cpu"],
+              "params": {"role": role, "mb": mb}, **({"needs": [need]} if need else {})}
+             for role, need in (("make", None), ("scale", "make"), ("total", "scale"))]
+    return maml_document(steps, ARRAY_STEP, {"retries": 0})
+
+
+def artifacts_bench(mb: int, repeats: int) -> list[str]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from maml.runtime.executors.ray import RayBackend
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    os.chdir(workdir)
+    os.environ.setdefault("MAML_GRAPH", str(workdir / "graph"))
+    os.environ["RAY_TMPDIR"] = str(workdir)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False, "temp_dir": str(workdir / "ray"),
+        "object_store_memory": 4 * mb * 2 ** 20 + 2 ** 28})
+    cluster.add_node(num_cpus=2, object_store_memory=4 * mb * 2 ** 20 + 2 ** 28)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    text, rows = array_chain(mb), []
+    for label, mode in (("Ray, object store (artifacts: auto)", "auto"),
+                        ("Ray, run dir files (artifacts: files)", "files")):
+        backend = RayBackend(artifacts=mode)
+        run = maml_on(backend, workdir)
+        seconds = statistics.median(walls(lambda: run(text, f"arrays-{mode}"), repeats))
+        rows.append(f"| {label} | {seconds:.3f} |")
+        backend.close()
+    local = maml_on(None, workdir)
+    seconds = statistics.median(walls(lambda: local(text, "arrays-local", workers=2), repeats))
+    rows.append(f"| local executor (files) | {seconds:.3f} |")
+    ray.shutdown()
+    cluster.shutdown()
+    return [f"| make -> scale -> total, two {mb} MiB arrays | s (median of {repeats}) |",
+            "|---|---:|", *rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--artifacts", type=int, metavar="MB", default=0)
     args = parser.parse_args()
+    if args.artifacts:
+        rows = artifacts_bench(args.artifacts, args.repeats)
+        print("\n".join([*rows, "", f"load average at the end: {os.getloadavg()[0]:.1f} on "
+                          f"{os.cpu_count()} cores"]))
+        return
     import ray
 
     from maml.runtime.executors.ray import RayBackend

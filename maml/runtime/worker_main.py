@@ -58,6 +58,9 @@ class AttemptRequest:
     run_dir: str = "."
     input_data: Any = None
     memory_slack: int = hygiene.DEFAULT_MEMORY_SLACK   # bytes above baseline after cleanup
+    #: sha256 -> an input artifact's array already in memory (Ray's object store); the rest
+    #: are mapped from the run dir's files
+    arrays: dict[str, Any] | None = None
 
 
 class Worker:
@@ -74,6 +77,9 @@ class Worker:
         self.replace_because: str | None = None
         self.baseline: hygiene.MemoryReading | None = None
         self.last_succeeded = True
+        #: where output arrays go: None writes files under the run dir; Ray's actors on
+        #: another node than the driver keep them for the object store (files.hash_array)
+        self.store_array: Any = None
 
     def serve(self) -> None:
         self.channel.send(("ready", os.getpid()))
@@ -111,10 +117,12 @@ class Worker:
             kind = self._kind(request.step.kind)
             if not getattr(kind, "strikes_injected_faults", False):
                 ctx.strike_injected_fault()
-            request.step.inputs = decode_inputs(request.step.inputs, request.run_dir)
+            request.step.inputs = decode_inputs(request.step.inputs, request.run_dir,
+                                                request.arrays)
             output = kind.run(ctx, request.step)
             ctx.strike_injected_fault()     # a kind that never reached its strike point
-            text, refs = encode_output(output, request.run_dir, request.step.id)
+            text, refs = encode_output(output, request.run_dir, request.step.id,
+                                       store=self.store_array)
         except BaseException as exc:  # noqa: BLE001 - everything the step does is reported
             if request.fault == "cuda_error":
                 self.poisoned_by_injection = True

@@ -214,6 +214,56 @@ def test_maml_run_executor_ray_spreads_gpu_steps_over_nodes(cluster, idle_cluste
     assert all(p["node_ip"] for p in placed.values())
 
 
+ARRAYS = """---
+maml_version: "1.0"
+id: urn:maml:test:arrays
+permissions: {execute: true}
+executor: {kind: ray, gpu_resource: GPU_like}
+pipeline:
+  - {id: make, block: make, device: cuda:0}
+  - {id: use, block: use, device: cuda:1, needs: [make]}
+---
+# Arrays between nodes
+
+## Code_Blocks
+
+```python {id=make}
+import numpy as np
+def run(inputs, params, ctx):
+    return {"x": np.arange(300_000, dtype=np.float64), "n": 3}
+```
+
+```python {id=use}
+def run(inputs, params, ctx):
+    x = inputs["make"]["x"]
+    return {"sum": float(x.sum()), "type": type(x).__name__, "writeable": x.flags.writeable}
+```
+"""
+
+
+def test_arrays_between_nodes_travel_through_the_object_store_and_land_on_the_driver(
+        cluster, idle_cluster, isolated):
+    import maml
+    from maml.runtime.artifacts import artifact_path, file_sha256
+
+    path = isolated / "arrays.maml.md"
+    path.write_text(ARRAYS)
+    options = {"address": cluster.address, "state_dir": str(isolated / ".maml"),
+               "graph": isolated / "g"}
+    result = maml.run(str(path), **options)
+    assert result.status == "succeeded", result.problems
+    # both GPU_like nodes are not the driver's (the head): the consumer got the array from
+    # the object store (a plain read-only ndarray), not a memory-mapped file
+    assert result.output == {"sum": float(sum(range(300_000))), "type": "ndarray",
+                             "writeable": False}
+    ref = result.steps["make"].output["x"]
+    assert ref["shape"] == [300_000] and ref["dtype"] == "float64"
+    file = artifact_path(isolated / ".maml" / "runs" / result.run_id, ref["$artifact"])
+    assert file_sha256(file) == ref["$artifact"]            # the driver wrote the record
+    again = maml.run(str(path), resume=result.run_id, **options)
+    assert {s.status for s in again.steps.values()} == {"cached"}
+
+
 SLOW_SECOND = """---
 maml_version: "1.0"
 id: urn:maml:test:resume

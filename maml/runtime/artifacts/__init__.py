@@ -41,12 +41,13 @@ read-only (0444): a consumer cannot alter a shared artifact by mapping it writab
 
 from maml.runtime.artifacts.decode import as_tensor, decode, decode_inputs, json_default
 from maml.runtime.artifacts.encode import encode_output
-from maml.runtime.artifacts.files import check, file_sha256, sync, write_array
+from maml.runtime.artifacts.files import (check, file_sha256, hash_array, sync,
+                                          write_array)
 from maml.runtime.artifacts.refs import (ARTIFACT_DIR, DEFAULT_MAX_JSON, REF_KEY, ArtifactError,
                                          OutputError, artifact_path, is_ref, max_json_bytes,
                                          refs_in)
 
 __all__ = ["ARTIFACT_DIR", "DEFAULT_MAX_JSON", "REF_KEY", "ArtifactError", "OutputError",
            "artifact_path", "as_tensor", "check", "decode", "decode_inputs", "encode_output",
-           "file_sha256", "is_ref", "json_default", "max_json_bytes", "refs_in", "sync",
-           "write_array"]
+           "file_sha256", "hash_array", "is_ref", "json_default", "max_json_bytes", "refs_in",
+           "sync", "write_array"]

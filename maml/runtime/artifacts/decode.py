@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,30 +12,40 @@ from maml.runtime.artifacts.files import _dtype_name, check
 from maml.runtime.artifacts.refs import REF_KEY, ArtifactError, is_ref
 
 
-def decode(value: Any, run_dir: str | os.PathLike[str], producer: str | None = None) -> Any:
-    """`value` with every reference replaced by a read-only memory-mapped numpy array.
+def decode(value: Any, run_dir: str | os.PathLike[str], producer: str | None = None,
+           held: Mapping[str, Any] | None = None) -> Any:
+    """`value` with every reference replaced by a read-only memory-mapped numpy array, or by
+    the array `held` gives for its sha256 (on Ray: from the object store, no file read).
 
     Checks that each file exists with the recorded size and that its header's dtype and
     shape match the reference (the full hash is checked on `--resume`); raises ArtifactError
     (invalid_input) naming the artifact and `producer` otherwise.
     """
     if is_ref(value):
-        return _load(value, run_dir, producer)
+        return _load(value, run_dir, producer, held or {})
     if isinstance(value, dict):
-        return {k: decode(v, run_dir, producer) for k, v in value.items()}
+        return {k: decode(v, run_dir, producer, held) for k, v in value.items()}
     if isinstance(value, list):
-        return [decode(v, run_dir, producer) for v in value]
+        return [decode(v, run_dir, producer, held) for v in value]
     return value
 
 
-def decode_inputs(inputs: dict[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """A step's inputs (producer id -> output) with every artifact mapped."""
-    return {name: decode(output, run_dir, producer=name) for name, output in inputs.items()}
+def decode_inputs(inputs: dict[str, Any], run_dir: str | os.PathLike[str],
+                  held: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A step's inputs (producer id -> output) with every artifact mapped (or `held`)."""
+    return {name: decode(output, run_dir, name, held) for name, output in inputs.items()}
 
 
-def _load(ref: dict[str, Any], run_dir: str | os.PathLike[str], producer: str | None) -> Any:
+def _load(ref: dict[str, Any], run_dir: str | os.PathLike[str], producer: str | None,
+          held: Mapping[str, Any]) -> Any:
     import numpy as np
 
+    array = held.get(ref[REF_KEY])
+    if array is not None:
+        if list(array.shape) != list(ref.get("shape", array.shape)):
+            raise ArtifactError(f"artifact {ref[REF_KEY][:12]} has shape {list(array.shape)}, "
+                                f"its reference says {ref['shape']}", ref[REF_KEY], producer)
+        return array
     path = check(ref, run_dir, full=False, producer=producer)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)

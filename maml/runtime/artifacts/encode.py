@@ -8,6 +8,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from maml.runtime.artifacts.files import write_array
@@ -19,11 +20,16 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 class _Encoder:
     """One output's walk: arrays to references (each object written once), scalars to JSON."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], step_id: str) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], step_id: str,
+                 store: Callable[[Any], dict[str, Any]] | None = None) -> None:
         self.run_dir = run_dir            # made a Path at the first array (most outputs have none)
         self.step_id = step_id
+        self.store = store or self._write
         self.refs: dict[int, dict[str, Any]] = {}    # id(array) -> its reference
         self.keep: list[Any] = []                     # keeps ids valid during the walk
+
+    def _write(self, array: Any) -> dict[str, Any]:
+        return write_array(array, Path(self.run_dir) / ARTIFACT_DIR)
 
     def default(self, obj: Any) -> Any:
         """json's hook for what it cannot write itself: arrays, tensors, numpy scalars."""
@@ -37,7 +43,7 @@ class _Encoder:
     def reference(self, array: Any, original: Any) -> dict[str, Any]:
         ref = self.refs.get(id(original))
         if ref is None:
-            ref = write_array(array, Path(self.run_dir) / ARTIFACT_DIR)
+            ref = self.store(array)
             self.refs[id(original)] = ref
             self.keep.append(original)
         return ref
@@ -75,15 +81,18 @@ class _Encoder:
                           "output keys must be strings")
 
 
-def encode_output(value: Any, run_dir: str | os.PathLike[str], step_id: str = "step"
+def encode_output(value: Any, run_dir: str | os.PathLike[str], step_id: str = "step", *,
+                  store: Callable[[Any], dict[str, Any]] | None = None
                   ) -> tuple[str, list[dict[str, Any]]]:
     """(JSON text with `$artifact` references, the references) for a step's return value.
 
-    Arrays are written under `run_dir/artifacts/`. Raises OutputError (message names the
-    step and the path inside the output) for NaN/Infinity outside arrays, object arrays,
-    unknown types, non-string keys, or a JSON part over `max_json_bytes()`.
+    Arrays are written under `run_dir/artifacts/`, or handed to `store(array) -> reference`
+    where one is given (Ray's actors: files.hash_array, the array kept for the object store).
+    Raises OutputError (message names the step and the path inside the output) for
+    NaN/Infinity outside arrays, object arrays, unknown types, non-string keys, or a JSON
+    part over `max_json_bytes()`.
     """
-    encoder = _Encoder(run_dir, step_id)
+    encoder = _Encoder(run_dir, step_id, store)
     try:
         text = json.dumps(value, default=encoder.default, allow_nan=False,
                           ensure_ascii=False, separators=(",", ":"))

@@ -20,17 +20,7 @@ _CHUNK = 16 * 1024 * 1024
 
 def write_array(array: Any, directory: Path) -> dict[str, Any]:
     """Write `array` as `<sha256>.npy` in `directory` (temp file, rename); its reference."""
-    import numpy as np
-
-    if array.dtype.hasobject:
-        raise OutputError(f"an array of dtype {array.dtype} holds Python objects, which "
-                          "would need pickle to store; maml never pickles: convert it "
-                          "(e.g. .astype(float) or str) or return a list")
-    if not (array.flags.c_contiguous or array.flags.f_contiguous):
-        array = np.ascontiguousarray(array)
-    header = _npy_header(array)
-    body = array.T if (array.flags.f_contiguous and not array.flags.c_contiguous) else array
-    data = memoryview(np.ascontiguousarray(body).reshape(-1).view(np.uint8))
+    array, header, data = _layout(array)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".tmp-{os.getpid()}-{secrets.token_hex(4)}.npy"
     sha = hashlib.sha256(header)
@@ -45,6 +35,34 @@ def write_array(array: Any, directory: Path) -> dict[str, Any]:
         _close_quietly(fd)
         tmp.unlink(missing_ok=True)
         raise
+    return _reference(digest, array, header, data)
+
+
+def hash_array(array: Any) -> dict[str, Any]:
+    """The reference `write_array` would return, without writing a file: the array stays
+    in memory (on Ray it travels through the object store; the driver writes the file)."""
+    array, header, data = _layout(array)
+    sha = hashlib.sha256(header)
+    sha.update(data)
+    return _reference(sha.hexdigest(), array, header, data)
+
+
+def _layout(array: Any) -> tuple[Any, bytes, memoryview]:
+    """(the array as stored, its .npy header, its bytes in file order)."""
+    import numpy as np
+
+    if array.dtype.hasobject:
+        raise OutputError(f"an array of dtype {array.dtype} holds Python objects, which "
+                          "would need pickle to store; maml never pickles: convert it "
+                          "(e.g. .astype(float) or str) or return a list")
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        array = np.ascontiguousarray(array)
+    header = _npy_header(array)
+    body = array.T if (array.flags.f_contiguous and not array.flags.c_contiguous) else array
+    return array, header, memoryview(np.ascontiguousarray(body).reshape(-1).view(np.uint8))
+
+
+def _reference(digest: str, array: Any, header: bytes, data: memoryview) -> dict[str, Any]:
     return {REF_KEY: digest, "path": f"{ARTIFACT_DIR}/{digest}.npy",
             "dtype": _dtype_name(array.dtype), "shape": list(array.shape),
             "bytes": len(header) + data.nbytes}

@@ -49,7 +49,8 @@ class _QueueConn:
 class SlotActor:
     """A warm maml worker inside a Ray actor (decorated with ray.remote by the backend)."""
 
-    def __init__(self, worker_id: str, cwd: str | None = None) -> None:
+    def __init__(self, worker_id: str, cwd: str | None = None,
+                 driver_node: str | None = None) -> None:
         from maml.runtime.worker_main import Worker
 
         if cwd and os.path.isdir(cwd):      # the driver's directory, where it exists here:
@@ -58,6 +59,9 @@ class SlotActor:
         self._messages: queue.SimpleQueue = queue.SimpleQueue()
         self._worker = Worker(_QueueConn(self._messages), worker_id)
         self._where = location()
+        self._outgoing: dict[str, Any] = {}      # sha256 -> output array for the object store
+        if driver_node is not None and driver_node != self._where["node_id"]:
+            self._worker.store_array = self._hold   # no file here: the driver writes it
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._run_attempts, daemon=True,
                          name=f"maml-attempts-{worker_id}").start()
@@ -73,18 +77,41 @@ class SlotActor:
     def where(self) -> dict[str, Any]:
         return dict(self._where)
 
-    def attempt(self, request: Any) -> Iterator[list[tuple[Any, ...]]]:
+    def attempt(self, request: Any) -> Iterator[Any]:
         """Yields batches of messages: whatever the worker wrote since the last yield (one
-        object in Ray's store per batch, not per heartbeat)."""
+        object in Ray's store per batch, not per heartbeat). Output arrays held for the
+        object store come before the result: a batch ending ("arrays", [(sha256, bytes)...]),
+        then each array as an item of its own (owned by the driver, so it outlives this
+        actor), then the result."""
+        self._outgoing = {}
+        if request.arrays:                  # input artifacts from the object store
+            shas = list(request.arrays)
+            values = ray_get([request.arrays[sha] for sha in shas])
+            request = dataclasses.replace(request, arrays=dict(zip(shas, values)))
         self._requests.put(as_seen_here(request, self._where))
         batch: list[tuple[Any, ...]] = [("where", self._where)]
         while True:
             batch += self._collect()
-            if any(m[0] in _FINAL for m in batch):
-                yield batch
-                return
+            if batch and batch[-1][0] in _FINAL:
+                break
             yield batch
             batch = []
+        arrays, self._outgoing = self._outgoing, {}
+        if batch[-1][0] == "result" and arrays:
+            result = batch.pop()
+            yield [*batch, ("arrays", [(sha, a.nbytes) for sha, a in arrays.items()])]
+            for array in arrays.values():     # (not `yield from`: Ray sends into it)
+                yield array
+            batch = [result]
+        yield batch
+
+    def _hold(self, array: Any) -> dict[str, Any]:
+        """The worker's store for output arrays on a node without the driver's run dir."""
+        from maml.runtime.artifacts import REF_KEY, hash_array
+
+        ref = hash_array(array)
+        self._outgoing[ref[REF_KEY]] = array
+        return ref
 
     def _collect(self) -> list[tuple[Any, ...]]:
         """The next message, and whatever follows within BATCH_WINDOW: a short attempt's
@@ -103,6 +130,12 @@ class SlotActor:
         before the next attempt."""
         self._requests.put(None)
         return True
+
+
+def ray_get(refs: list[Any]) -> list[Any]:
+    import ray
+
+    return ray.get(refs)
 
 
 def location() -> dict[str, Any]:

@@ -42,6 +42,7 @@ from maml.runtime.backend import (BackendEvent, Failed, Handle, Lost, Started,
 from maml.runtime.classify import synthetic_error
 from maml.runtime.devices.discovery import DeviceInfo, Inventory
 from maml.runtime.executors._ray_actor import SlotActor, ray_failure
+from maml.runtime.executors._ray_artifacts import ArtifactTransport
 
 #: failed attempts whose actor is remembered for clear_cache / replace_worker
 _REMEMBERED = 256
@@ -56,6 +57,9 @@ class _Running:
     request: Any
     submitted: float
     where: dict[str, Any] | None = None
+    expect: list[tuple[str, int]] = field(default_factory=list)   # arrays the stream brings
+    writes: list[Any] = field(default_factory=list)              # their files (futures)
+    result: tuple[Any, ...] | None = None         # held until `writes` are done
 
 
 @dataclass
@@ -65,7 +69,10 @@ class RayBackend:
     `address`: the cluster ("auto", "ray://host:10001", "host:6379"); None starts a local
     Ray unless this process is already connected. `slots`: attempts at once per device
     (default: the cluster's CPUs, `workers_per_gpu` per GPU). `gpu_resource`: the Ray
-    resource a GPU slot asks for ("GPU", or a custom one). `init`: extra ray.init kwargs."""
+    resource a GPU slot asks for ("GPU", or a custom one). `init`: extra ray.init kwargs.
+    `artifacts`: how arrays reach actors on other nodes than the driver's: "auto" through
+    Ray's object store (maml.runtime.executors._ray_artifacts), "files" through the run dir
+    (every node must then share the driver's filesystem)."""
 
     address: str | None = None
     slots: Mapping[str, int] | None = None
@@ -74,6 +81,7 @@ class RayBackend:
     workers_per_gpu: int = 1
     placement_timeout: float = 60.0
     init: Mapping[str, Any] = field(default_factory=dict)
+    artifacts: str = "auto"
 
     def __post_init__(self) -> None:
         self._ray = require("ray", "ray")
@@ -91,6 +99,10 @@ class RayBackend:
         self._running: dict[int, _Running] = {}
         self._finished: OrderedDict[int, Any] = OrderedDict()
         self._pending: list[BackendEvent] = []
+        self._nodes: dict[tuple[str, int], str] = {}     # slot -> its actor's node id
+        driver = self._ray.get_runtime_context().get_node_id()
+        self._artifacts = ArtifactTransport(self._ray, driver if self.artifacts == "auto"
+                                            else None)
 
     def _connect(self) -> None:
         try:
@@ -114,6 +126,9 @@ class RayBackend:
         actor = self._actors.get(slot) or self._start_actor(slot)
         handle = Handle(next(self._ids), request.step.id, request.attempt,
                         f"ray-{slot[0]}-{slot[1]}")
+        arrays = self._artifacts.inputs_for(request, self._nodes.get(slot))
+        if arrays:
+            request = dataclasses.replace(request, arrays=arrays)
         stream = actor.attempt.remote(request)
         self._running[handle.id] = _Running(handle, slot, actor, stream, request,
                                             time.monotonic())
@@ -124,13 +139,19 @@ class RayBackend:
         if not self._running:
             time.sleep(max(0.0, timeout) if not events else 0.0)
             return events
+        streams = [r.stream for r in self._running.values() if r.result is None]
+        if any(r.result is not None for r in self._running.values()):
+            timeout = min(timeout, 0.005)              # files being written: look again soon
         try:
-            self._ray.wait([r.stream for r in self._running.values()], num_returns=1,
-                           timeout=0.0 if events else max(0.0, timeout), fetch_local=False)
+            if streams:
+                self._ray.wait(streams, num_returns=1, fetch_local=False,
+                               timeout=0.0 if events else max(0.0, timeout))
+            else:
+                time.sleep(max(0.0, timeout))
         except Exception as exc:  # noqa: BLE001 - the cluster itself failed: every attempt
             return events + [self._ray_failed(r, exc) for r in list(self._running.values())]
         for running in list(self._running.values()):
-            events += self._drain(running)
+            events += self._drain(running) if running.result is None else self._landed(running)
         return events + self._overdue_placements()
 
     def cancel(self, handle: Handle, reason: str) -> None:
@@ -155,6 +176,7 @@ class RayBackend:
             self._kill(slot, actor)
         self._running.clear()
         self._finished.clear()
+        self._artifacts.close()
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
 
@@ -178,8 +200,8 @@ class RayBackend:
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(home, soft=True)
-        actor = self._actor_class.options(**options).remote(f"ray-{device}-{number}",
-                                                             os.getcwd())
+        actor = self._actor_class.options(**options).remote(
+            f"ray-{device}-{number}", os.getcwd(), self._artifacts.driver_node)
         self._actors[slot] = actor
         return actor
 
@@ -193,6 +215,7 @@ class RayBackend:
     def _kill(self, slot: tuple[str, int], actor: Any) -> None:
         if self._actors.get(slot) is actor:
             del self._actors[slot]
+            self._nodes.pop(slot, None)
         try:
             self._ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already dead, or the cluster is gone: same result
@@ -202,13 +225,18 @@ class RayBackend:
 
     def _drain(self, running: _Running) -> list[BackendEvent]:
         events: list[BackendEvent] = []
-        while running.handle.id in self._running:
+        while running.handle.id in self._running and running.result is None:
             try:
                 if not running.stream.next_ready():
                     if running.stream.is_finished():
                         events.append(self._lost(running, "the Ray attempt ended without "
                                                  "a result", {}))
                     break
+                if running.expect:             # an output array: its ref, never fetched here
+                    sha, size = running.expect.pop(0)
+                    running.writes.append(self._artifacts.receive(
+                        running.request.run_dir, sha, size, next(running.stream)))
+                    continue
                 batch = self._ray.get(next(running.stream))
             except StopIteration:
                 events.append(self._lost(running, "the Ray attempt ended without a result", {}))
@@ -223,6 +251,13 @@ class RayBackend:
         kind, handle = message[0], running.handle
         if kind == "where":
             running.where = dict(message[1])
+            self._nodes[running.slot] = running.where.get("node_id")
+            return None
+        if kind == "arrays":
+            running.expect = [(sha, int(size)) for sha, size in message[1]]
+            return None
+        if kind == "result" and running.writes:
+            running.result = message           # Succeeded once the files are written
             return None
         if kind == "started":
             where = running.where or {}
@@ -251,6 +286,22 @@ class RayBackend:
             self._finished[running.handle.id] = running.actor
             while len(self._finished) > _REMEMBERED:
                 self._finished.popitem(last=False)
+
+    def _landed(self, running: _Running) -> list[BackendEvent]:
+        """A held result whose artifact files are all written: Succeeded (or, where one
+        could not be fetched from the object store, a `transient` failure)."""
+        if not all(w.done() for w in running.writes):
+            return []
+        problems = [w.exception() for w in running.writes if w.exception() is not None]
+        if problems:
+            self._running.pop(running.handle.id, None)
+            error = synthetic_error(
+                "transient", f"an output array of the attempt could not be written on the "
+                f"driver: {problems[0]}", worker_id=running.handle.worker_id,
+                device=running.request.device, **self._node(running))
+            return [Failed(running.handle, error, time.monotonic() - running.submitted)]
+        self._end(running, failed=False)
+        return [e for e in [event_from_worker(running.handle, running.result)] if e]
 
     def _lost(self, running: _Running, message: str, facts: dict[str, Any]) -> BackendEvent:
         self._running.pop(running.handle.id, None)
