@@ -24,11 +24,9 @@ Payloads are plain, JSON-serialisable dataclasses: an observer can store them as
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,4 +141,7 @@ class Broadcaster:
             except Exception:
                 if getattr(observer, "critical", False):
                     raise
-                log.warning("observer %r failed on %s", observer, hook, exc_info=True)
+                import logging      # only here: a worker imports this module at start-up
+
+                logging.getLogger(__name__).warning("observer %r failed on %s", observer,
+                                                    hook, exc_info=True)

@@ -32,7 +32,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-import psutil
+from maml._lazy import lazy_module
+
+#: loaded at its first use: a worker imports this module at start-up and most never kill
+psutil = lazy_module("psutil")
 
 TOKEN_VARIABLE = "MAML_WORKER_TOKEN"
 _PR_SET_PDEATHSIG = 1
