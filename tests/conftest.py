@@ -7,7 +7,10 @@ workers inherit the variables. Tests that need their own directories set them ag
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +23,39 @@ def _private_maml_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     patch.setenv("MAML_STATE_DIR", str(home / "state"))
     yield
     patch.undo()
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """`maml ARGS...` in this process, through the console script's own entry point
+    `maml.cli.main(argv)` (the same error handling and exit codes), as
+    `cli(*args, cwd=None, env=None) -> CliResult(returncode, stdout, stderr)`. An exception
+    that escapes (only with --debug) is printed as the interpreter would, exit 1. What only a
+    real process shows (signals, a traceback never printed) stays with subprocess tests."""
+    from maml.cli import main
+
+    def invoke(*args: str, cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> CliResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # noqa: BLE001 - what the interpreter does with an uncaught error
+            traceback.print_exc()
+            code = 1
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+    return invoke

@@ -1,5 +1,6 @@
-"""`maml devices` as a user runs it: real subprocesses, this machine's real (CPU-only) state,
-and FakeNVML through $MAML_FAKE_NVML for the GPU rows."""
+"""`maml devices` as a user runs it: this machine's real (CPU-only) state, and FakeNVML
+through $MAML_FAKE_NVML for the GPU rows. In-process through `maml.cli.main(argv)`, with real
+subprocesses for the CPU-only smoke test and --watch's Ctrl-C."""
 
 from __future__ import annotations
 
@@ -16,12 +17,23 @@ import pytest
 GiB = 2**30
 
 
-def maml(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+def maml_process(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("CUDA_VISIBLE_DEVICES", "MAML_FAKE_NVML")}
     full_env.update(env or {}, COLUMNS="160")
     return subprocess.run([sys.executable, "-m", "maml", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def maml(cli, monkeypatch):
+    """`maml ARGS` in this process (tests/conftest.py's cli), with the environment a test
+    gives and no GPU visibility or fake NVML inherited from the caller's."""
+    def invoke(*args: str, env: dict[str, str] | None = None):
+        for name in ("CUDA_VISIBLE_DEVICES", "MAML_FAKE_NVML"):
+            monkeypatch.delenv(name, raising=False)
+        return cli(*args, env={"COLUMNS": "160", **(env or {})})
+    return invoke
 
 
 @pytest.fixture
@@ -37,7 +49,7 @@ def fake_gpus(tmp_path: Path) -> dict[str, str]:
 
 
 def test_cpu_only_machine_says_nvml_was_not_found_and_lists_the_cpu():
-    done = maml("devices")
+    done = maml_process("devices")          # a real process: this machine's state, no traceback
     assert done.returncode == 0, done.stderr
     assert "NVML not found" in done.stdout and "CPU only" in done.stdout
     cpu_row = next(line for line in done.stdout.splitlines() if line.startswith("cpu "))
@@ -45,7 +57,7 @@ def test_cpu_only_machine_says_nvml_was_not_found_and_lists_the_cpu():
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_json_shape_on_a_cpu_only_machine():
+def test_json_shape_on_a_cpu_only_machine(maml):
     done = maml("devices", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -56,7 +68,7 @@ def test_json_shape_on_a_cpu_only_machine():
     assert 0 <= cpu["health"]["memory_used"] <= cpu["total_memory"]
 
 
-def test_fake_gpus_show_health_in_table_and_json(fake_gpus):
+def test_fake_gpus_show_health_in_table_and_json(maml, fake_gpus):
     table = maml("devices", env=fake_gpus)
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if line.startswith("cuda:1"))
@@ -70,14 +82,14 @@ def test_fake_gpus_show_health_in_table_and_json(fake_gpus):
     assert report["devices"][2]["state"] == "critical"
 
 
-def test_config_thresholds_change_what_the_table_says(fake_gpus, tmp_path):
+def test_config_thresholds_change_what_the_table_says(maml, fake_gpus, tmp_path):
     (tmp_path / "config.toml").write_text("[health]\ntemperature_warning = 55\n"
                                           "temperature_critical = 90\n")
     report = json.loads(maml("devices", "--json", env=fake_gpus).stdout)
     assert [d["state"] for d in report["devices"][1:]] == ["warning", "warning"]
 
 
-def test_bad_config_is_one_line_naming_the_file(fake_gpus, tmp_path):
+def test_bad_config_is_one_line_naming_the_file(maml, fake_gpus, tmp_path):
     (tmp_path / "config.toml").write_text("[health]\ntemprature_warning = 55\n")
     done = maml("devices", env=fake_gpus)
     assert done.returncode == 2
@@ -85,7 +97,7 @@ def test_bad_config_is_one_line_naming_the_file(fake_gpus, tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_visibility_is_respected(fake_gpus):
+def test_visibility_is_respected(maml, fake_gpus):
     report = json.loads(maml("devices", "--json", env={**fake_gpus,
                                                         "CUDA_VISIBLE_DEVICES": "1"}).stdout)
     assert [(d["id"], d["name"]) for d in report["devices"][1:]] == [
@@ -109,6 +121,6 @@ def test_watch_refreshes_until_ctrl_c(fake_gpus):
     assert "Traceback" not in err
 
 
-def test_watch_value_must_be_positive():
+def test_watch_value_must_be_positive(maml):
     done = maml("devices", "--watch", "0")
     assert done.returncode == 2 and "Traceback" not in done.stderr

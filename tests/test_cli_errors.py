@@ -1,11 +1,10 @@
 """What a user reads when a block fails: the exception, where in the document, and the
-traceback only with --debug (and always in --json)."""
+traceback only with --debug (and always in --json). In-process (tests/conftest.py's `cli`);
+tests/test_cli_run.py keeps the subprocess smoke tests."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 DOC = """---
@@ -33,18 +32,16 @@ def run(inputs, params, ctx):
 """
 
 
-def _maml(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _maml(cli, tmp_path: Path, *args: str):
     (tmp_path / "doc.maml.md").write_text(DOC)
-    return subprocess.run([sys.executable, "-m", "maml", "run", "doc.maml.md", "--no-graph",
-                           "--state-dir", ".maml", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=180)
+    return cli("run", "doc.maml.md", "--no-graph", "--state-dir", ".maml", *args, cwd=tmp_path)
 
 
-def test_the_error_names_the_exception_and_the_document_line(tmp_path):
+def test_the_error_names_the_exception_and_the_document_line(cli, tmp_path):
     lines = DOC.splitlines()
     load_line = lines.index('records = data["records"]') + 1
     exit_line = lines.index("    sys.exit(3)") + 1
-    done = _maml(tmp_path, "--json")
+    done = _maml(cli, tmp_path, "--json")
     assert done.returncode == 1
     assert f"KeyError: 'records' at doc.maml.md:{load_line} (block load)" in done.stderr
     assert f"the block called sys.exit(3) at doc.maml.md:{exit_line} (run())" in done.stderr
@@ -58,7 +55,7 @@ def test_the_error_names_the_exception_and_the_document_line(tmp_path):
     assert steps["quit"]["error"]["type"] == "SystemExit"
 
 
-def test_debug_prints_the_traceback(tmp_path):
-    done = _maml(tmp_path, "--debug")
+def test_debug_prints_the_traceback(cli, tmp_path):
+    done = _maml(cli, tmp_path, "--debug")
     assert "Traceback (most recent call last):" in done.stderr
     assert 'records = data["records"]' in done.stderr and "worker_main.py" not in done.stderr

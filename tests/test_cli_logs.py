@@ -49,6 +49,7 @@ def invoke(*args: str):
 
 
 def _run_json(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """A real process: what the steps write to file descriptors 1 and 2 would show here."""
     (tmp_path / "doc.maml.md").write_text(DOC)
     return subprocess.run([sys.executable, "-m", "maml", "run", "doc.maml.md", "--json",
                            "--no-graph", "--state-dir", ".maml", *extra], cwd=tmp_path,
@@ -77,9 +78,10 @@ def test_printing_steps_leave_stdout_pure_json_and_logs_hold_everything(tmp_path
     assert "bonjour from bash" in everything.output
 
 
-def test_logs_name_what_exists_when_asked_for_what_does_not(tmp_path, monkeypatch):
-    assert _run_json(tmp_path).returncode == 0
-    monkeypatch.chdir(tmp_path)
+def test_logs_name_what_exists_when_asked_for_what_does_not(cli, tmp_path):
+    (tmp_path / "doc.maml.md").write_text(DOC)
+    assert cli("run", "doc.maml.md", "--no-graph", "--state-dir", ".maml",
+               cwd=tmp_path).returncode == 0
     run_id = next((tmp_path / ".maml" / "runs").iterdir()).name
     missing = invoke("logs", run_id[:10], "nope")
     assert missing.exit_code != 0 and "steps with logs: sh, talk" in str(missing.exception)

@@ -1,4 +1,8 @@
-"""`maml run` as a user runs it: a real subprocess; exit codes, --json, stderr, no tracebacks."""
+"""`maml run` as a user runs it: exit codes, --json, stderr, no tracebacks.
+
+In-process through `maml.cli.main(argv)` (the `cli` fixture, tests/conftest.py); a real
+subprocess where only one shows it: the exit code and stderr of a failed run, a missing file,
+SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
@@ -56,8 +60,8 @@ def failing(tmp_path: Path) -> Path:
     return path
 
 
-def test_json_result_exit_0_and_the_run_id_on_stderr(tmp_path):
-    done = maml_run("run", str(DOCUMENTS / "oom_chain.maml.md"), "--json", "--no-graph",
+def test_json_result_exit_0_and_the_run_id_on_stderr(cli, tmp_path):
+    done = cli("run", str(DOCUMENTS / "oom_chain.maml.md"), "--json", "--no-graph",
                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -71,15 +75,15 @@ def test_json_result_exit_0_and_the_run_id_on_stderr(tmp_path):
     assert (tmp_path / ".maml" / "runs" / result["run_id"] / "steps.log").is_file()
 
 
-def test_without_json_stdout_is_the_final_output(tmp_path):
-    done = maml_run("run", str(DOCUMENTS / "fanout.maml.md"), "--no-graph", cwd=tmp_path)
+def test_without_json_stdout_is_the_final_output(cli, tmp_path):
+    done = cli("run", str(DOCUMENTS / "fanout.maml.md"), "--no-graph", cwd=tmp_path)
     assert done.returncode == 0
     assert json.loads(done.stdout) == {"sum_squares": 385, "sum_cubes": 3025}
     assert "total: succeeded" in done.stderr          # one line per step end off a terminal
 
 
-def test_quiet_prints_only_the_run_id(tmp_path):
-    done = maml_run("run", str(DOCUMENTS / "implicit.maml.md"), "--quiet", "--no-graph",
+def test_quiet_prints_only_the_run_id(cli, tmp_path):
+    done = cli("run", str(DOCUMENTS / "implicit.maml.md"), "--quiet", "--no-graph",
                     cwd=tmp_path)
     assert done.returncode == 0
     assert re.fullmatch(r"maml: run \S+\n", done.stderr)
@@ -99,11 +103,11 @@ def test_a_failed_run_exits_1_naming_file_line_and_step_without_traceback(failin
     assert "Traceback" not in done.stderr
 
 
-def test_a_partial_run_exits_1(tmp_path):
+def test_a_partial_run_exits_1(cli, tmp_path):
     path = tmp_path / "partial.maml.md"
     path.write_text(FAILING.replace("policy: {retries: 1,",
                                     "policy: {on_exhausted: continue, retries: 0,"))
-    done = maml_run("run", str(path), "--param", "a.n=5", "--json", "--no-graph", cwd=tmp_path)
+    done = cli("run", str(path), "--param", "a.n=5", "--json", "--no-graph", cwd=tmp_path)
     assert done.returncode == 1 and json.loads(done.stdout)["status"] == "partial"
 
 
@@ -113,8 +117,8 @@ def test_a_partial_run_exits_1(tmp_path):
     (["--param", "novalue"], "use KEY=VALUE"),
     (["--workers", "0"], "--workers"),
 ])
-def test_usage_errors_exit_2(failing, tmp_path, args, message):
-    done = maml_run("run", str(failing), "--no-graph", *args, cwd=tmp_path)
+def test_usage_errors_exit_2(cli, failing, tmp_path, args, message):
+    done = cli("run", str(failing), "--no-graph", *args, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
 
@@ -124,47 +128,47 @@ def test_a_missing_file_exits_2(tmp_path):
     assert done.returncode == 2 and "nowhere.maml.md" in done.stderr
 
 
-def test_refused_permissions_exit_3(tmp_path):
+def test_refused_permissions_exit_3(cli, tmp_path):
     path = tmp_path / "refused.maml.md"
     path.write_text(FAILING.replace("{execute: true}", "{execute: [alice-not-you]}"))
-    done = maml_run("run", str(path), "--no-graph", cwd=tmp_path)
+    done = cli("run", str(path), "--no-graph", cwd=tmp_path)
     assert done.returncode == 3
     assert "refused.maml.md:" in done.stderr and "alice-not-you" in done.stderr
     # --as cannot pick another principal (tests/document/test_permissions.py has the rest)
-    assert maml_run("run", str(path), "--as", "alice-not-you", "--no-graph",
+    assert cli("run", str(path), "--as", "alice-not-you", "--no-graph",
                     cwd=tmp_path).returncode == 2
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_debug_shows_the_traceback(cli, tmp_path):
     path = tmp_path / "bad.maml.md"
     path.write_text(FAILING.replace("needs: [a]", "needs: [ghost]"))
-    plain = maml_run("run", str(path), "--no-graph", cwd=tmp_path)
+    plain = cli("run", str(path), "--no-graph", cwd=tmp_path)
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
     assert "ghost" in plain.stderr and "bad.maml.md:" in plain.stderr
-    debug = maml_run("--debug", "run", str(path), "--no-graph", cwd=tmp_path)
+    debug = cli("--debug", "run", str(path), "--no-graph", cwd=tmp_path)
     assert "Traceback" in debug.stderr
 
 
-def test_resume_and_input(tmp_path):
+def test_resume_and_input(cli, tmp_path):
     doc = tmp_path / "skill.maml.md"
     doc.write_text("---\nmaml_version: '1.0'\npermissions: [execute]\n---\n# Skill\n\n## Code_Blocks\n\n```python\n"
                    "def execute_skill(data):\n    return data['n'] * 2\n```\n\n"
                    "## Input_Schema\n```json\n{\"type\": \"object\", \"required\": [\"n\"]}\n```\n")
     (tmp_path / "in.yaml").write_text("n: 21\n")
     (tmp_path / "bad.yaml").write_text("m: 1\n")
-    first = maml_run("run", str(doc), "--input", "in.yaml", "--json", "--no-graph", cwd=tmp_path)
+    first = cli("run", str(doc), "--input", "in.yaml", "--json", "--no-graph", cwd=tmp_path)
     assert json.loads(first.stdout)["steps"]["step1"]["output"] == 42
-    again = maml_run("run", str(doc), "--input", "in.yaml", "--resume", "--json", "--no-graph",
+    again = cli("run", str(doc), "--input", "in.yaml", "--resume", "--json", "--no-graph",
                      cwd=tmp_path)
     result = json.loads(again.stdout)
     assert result["run_id"] == json.loads(first.stdout)["run_id"]
     assert result["steps"]["step1"]["status"] == "cached"
     (tmp_path / "other.yaml").write_text("n: 5\n")
-    other = maml_run("run", str(doc), "--input", "other.yaml", "--resume", "--json",
+    other = cli("run", str(doc), "--input", "other.yaml", "--resume", "--json",
                      "--no-graph", cwd=tmp_path)
     assert json.loads(other.stdout)["steps"]["step1"] == {
         "status": "succeeded", "attempts": 1, "device": "cpu", "params": {}, "output": 10}
-    bad = maml_run("run", str(doc), "--input", "bad.yaml", "--no-graph", cwd=tmp_path)
+    bad = cli("run", str(doc), "--input", "bad.yaml", "--no-graph", cwd=tmp_path)
     assert bad.returncode == 1 and "'n' is a required property" in bad.stderr
 
 
@@ -233,33 +237,33 @@ def test_a_signal_stops_the_run_records_it_interrupted_and_resume_finishes_it(tm
         "fast": "cached", "slow": "succeeded", "after": "succeeded"}
 
 
-def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
-    done = maml_run("run", str(DOCUMENTS / "oom_chain.maml.md"), "--dry-run", cwd=tmp_path)
+def test_dry_run_prints_the_plan_and_runs_nothing(cli, tmp_path):
+    done = cli("run", str(DOCUMENTS / "oom_chain.maml.md"), "--dry-run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "train (python, line" in done.stdout and "starts on cpu" in done.stdout
     assert "retries 4" in done.stdout
     assert not (tmp_path / ".maml").exists()
-    described = json.loads(maml_run("run", str(DOCUMENTS / "oom_chain.maml.md"), "--dry-run",
+    described = json.loads(cli("run", str(DOCUMENTS / "oom_chain.maml.md"), "--dry-run",
                                     "--json", cwd=tmp_path).stdout)
     assert [s["id"] for s in described["steps"]] == ["train"]
     assert described["steps"][0]["policy"]["retries"] == 4
 
 
-def test_an_output_schema_mismatch_never_says_succeeded(tmp_path):
+def test_an_output_schema_mismatch_never_says_succeeded(cli, tmp_path):
     path = tmp_path / "schema.maml.md"
     path.write_text(FAILING.replace("# Failing", "# Failing\n\n## Output_Schema\n\n```json\n"
                                     '{"type": "string"}\n```'), encoding="utf-8")
-    done = maml_run("run", str(path), "--no-graph", "--json", cwd=tmp_path)
+    done = cli("run", str(path), "--no-graph", "--json", cwd=tmp_path)
     assert done.returncode == 1 and json.loads(done.stdout)["status"] == "failed"
     assert "run succeeded" not in done.stderr
     assert done.stderr.splitlines()[-1].startswith("maml: run failed in ")
     assert "does not match the schema" in done.stderr
 
 
-def test_the_verdict_counts_each_status_and_the_cause_names_its_own_error(tmp_path):
+def test_the_verdict_counts_each_status_and_the_cause_names_its_own_error(cli, tmp_path):
     path = tmp_path / "three.maml.md"
     path.write_text(THREE, encoding="utf-8")
-    done = maml_run("run", str(path), "--no-graph", "--json", cwd=tmp_path)
+    done = cli("run", str(path), "--no-graph", "--json", cwd=tmp_path)
     result = json.loads(done.stdout)["steps"]
     assert {s: v["status"] for s, v in result.items()} == {
         "quickfail": "failed", "slowfail": "failed", "downstream": "skipped"} or \
@@ -273,8 +277,8 @@ def test_the_verdict_counts_each_status_and_the_cause_names_its_own_error(tmp_pa
     assert re.fullmatch(r"maml: run failed in [\d.]+ s: .*1 skipped.*", done.stderr.splitlines()[-1])
 
 
-def test_a_directory_is_not_a_document(tmp_path):
-    done = maml_run("run", str(tmp_path), cwd=tmp_path)
+def test_a_directory_is_not_a_document(cli, tmp_path):
+    done = cli("run", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 2 and "is a directory" in done.stderr
 
 

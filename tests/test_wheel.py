@@ -1,9 +1,10 @@
 """The wheel carries the schemas, and an installed maml validates with them, offline.
 
 Builds the wheel with hatchling (no build isolation: no network), installs it with --no-deps
-into a fresh plain venv, and gives that venv the dependencies through PYTHONPATH set to the
-dev venv's site-packages: PYTHONPATH entries do not run .pth files, so the editable install
-of this checkout stays invisible and `import maml` finds the installed wheel only.
+into a fresh plain venv (no pip of its own: the dev venv's `pip --python` installs into it),
+and gives that venv the dependencies through PYTHONPATH set to the dev venv's site-packages:
+PYTHONPATH entries do not run .pth files, so the editable install of this checkout stays
+invisible and `import maml` finds the installed wheel only.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ def installed(tmp_path_factory) -> Path:
     run(sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation",
         "--no-index", "-w", tmp / "dist", cwd=tmp)
     (wheel,) = (tmp / "dist").glob("maml_engine-*.whl")
-    run(sys.executable, "-m", "venv", tmp / "venv")
-    run(tmp / "venv" / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index",
-        wheel, cwd=tmp)
+    # a venv without its own pip (seeding pip took most of this fixture's minute); the dev
+    # venv's pip installs into it as that interpreter (`pip --python`), scripts included
+    run(sys.executable, "-m", "venv", "--without-pip", tmp / "venv")
+    run(sys.executable, "-m", "pip", "--python", tmp / "venv" / "bin" / "python", "install",
+        "--no-deps", "--no-index", wheel, cwd=tmp)
     return tmp
 
 

@@ -109,8 +109,9 @@ class Runner:
         with self._cond:
             return [r.run_id for r in self._queue]
 
-    def cancel(self, run_id: str) -> str | None:
-        """"queued" (taken off the queue), "running" (its token is set), or None."""
+    def cancel(self, run_id: str, reason: str = "cancelled") -> str | None:
+        """"queued" (taken off the queue), "running" (its token is set with `reason`), or
+        None (neither: it has ended)."""
         with self._cond:
             for request in self._queue:
                 if request.run_id == run_id:
@@ -119,7 +120,7 @@ class Runner:
             token = self._running.get(run_id)
         if token is None:
             return None
-        token.cancel()
+        token.cancel(reason)
         return "running"
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -145,8 +145,9 @@ class Service:
 
     def _withdraw(self, request: RunRequest) -> None:
         """Forget a run whose request could not be written: its caller gets the error, no
-        run id, and no attempt of it ever starts."""
-        self.runner.cancel(request.run_id)
+        run id, and no attempt of it ever starts (its Gate stops it). Its files go now, or
+        when its lane lets go of it."""
+        where = self.runner.cancel(request.run_id, reason="withdrawn")
         with self._lock:
             self._requests.pop(request.run_id, None)
             self._parsed.pop(request.run_id, None)
@@ -155,7 +156,8 @@ class Service:
             if request.idempotency_key is not None:
                 self._by_key.pop(request.idempotency_key, None)
         self.hub.views.pop(request.run_id, None)
-        self.records.withdraw(request.run_id)
+        if where != "running":
+            self.records.withdraw(request.run_id)
 
     def _source(self, document: str | None, path: str | None) -> tuple[str, str]:
         return intake.source(document, path, self.roots, self.records.store_document)
@@ -207,15 +209,22 @@ class Service:
         except MamlError as exc:
             if acceptance is None or acceptance.wait():
                 self._end_unrecorded(request, "failed", started, exc.format(), code=exc.code)
+            else:
+                self.records.withdraw(request.run_id)
         except Exception as exc:
             log.exception("run %s", request.run_id)
             self.lanes.drop()               # its workers may hold the broken run's attempts
             if acceptance is None or acceptance.wait():
                 self._end_unrecorded(request, "failed", started, f"internal error: "
                                      f"{type(exc).__name__}: {exc}", code="MAML-E000")
+            else:
+                self.records.withdraw(request.run_id)
         else:
-            if token.reason in ("shutdown", "withdrawn"):
-                return        # shutdown: not ended, the next start resumes it; withdrawn: gone
+            if token.reason == "withdrawn":
+                self.records.withdraw(request.run_id)
+                return
+            if token.reason == "shutdown":
+                return                      # not ended: the next start resumes it
             payload = result.to_json()
             payload["graph"] = str(self.recorder.path)
             if token.reason == "cancelled":

@@ -54,12 +54,33 @@ def play_run(recorder, run_id: str, steps: dict[str, list[tuple]], *, kind: str 
                              errors=errors, recoveries=recoveries, duration=1.0)
 
 
-def maml_cli(cwd, *args: str, config=None, timeout: float = 180):
-    """`python -m maml ARGS` in a real process, with its own config dir (keys, witness)."""
+def maml_cli(cwd, *args: str, config=None):
+    """`maml ARGS` run in `cwd` with its own config dir (keys, witness), in this process
+    through `maml.cli.main(argv)` (the console script's entry point: the same exit codes and
+    messages): a CompletedProcess-like (returncode, stdout, stderr). tests/test_cli_run.py
+    keeps the subprocess smoke tests."""
+    import contextlib
+    import io
     import os
     import subprocess
-    import sys
 
-    env = {**os.environ, "MAML_CONFIG_DIR": str(config or cwd / "config")}
-    return subprocess.run([sys.executable, "-m", "maml", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    from maml.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_cwd, saved_config = os.getcwd(), os.environ.get("MAML_CONFIG_DIR")
+    os.environ["MAML_CONFIG_DIR"] = str(config or cwd / "config")
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(saved_cwd)
+        if saved_config is None:
+            os.environ.pop("MAML_CONFIG_DIR", None)
+        else:
+            os.environ["MAML_CONFIG_DIR"] = saved_config
+    return subprocess.CompletedProcess(["maml", *args], code, out.getvalue(), err.getvalue())

