@@ -15,7 +15,8 @@ the other:
 
 Recovery: a step's first attempt SIGKILLs its own worker 0.5 s in (bench/overhead.py's
 MAML_RECOVER step); the time from the kill to the next attempt's start, on the Ray backend
-(a new actor) and on the local backend (maml's warm spare process). Medians of --repeats.
+(its warm spare actor, up before each repeat) and on the local backend (maml's warm spare
+process). Medians of --repeats.
 `--artifacts MB` instead measures a chain make -> scale -> total that passes two MB-sized
 float64 arrays, on a two-node `ray.cluster_utils.Cluster` (the driver on a head without
 CPUs, both slots on the other node), with arrays through Ray's object store (artifacts
@@ -97,9 +98,11 @@ def walls(run: Callable[[], Any], repeats: int) -> list[float]:
     return out
 
 
-def recovery(run: Callable[..., Any], workdir: Path, repeats: int, **options: Any) -> list[float]:
+def recovery(run: Callable[..., Any], workdir: Path, repeats: int,
+             settle: Callable[[], Any] = lambda: None, **options: Any) -> list[float]:
     latencies = []
     for k in range(repeats):
+        settle()                      # Ray: the spare actor that replaced the last one is up
         stamps = str(workdir / f"stamps-{os.getpid()}-{k}-{time.monotonic_ns()}")
         doc = maml_document([{"id": "rec", "kind": "python", "block": "step", "device": ["cpu"],
                               "params": {"stamps": stamps, "fault": "worker_lost",
@@ -182,10 +185,11 @@ def main() -> None:
         text = maml_workload(shape, n)
         maml_s = statistics.median(walls(lambda: on_ray(text, f"{shape}{n}"), args.repeats))
         rows.append(f"| {shape}-{n} | {ray_s:.3f} | {maml_s:.3f} | {maml_s / ray_s:.2f}x |")
-    rec_ray = statistics.median(recovery(on_ray, workdir, args.repeats))
+    rec_ray = statistics.median(recovery(on_ray, workdir, args.repeats,
+                                         settle=backend.wait_for_spare))
     rec_local = statistics.median(recovery(local, workdir, args.repeats, workers=1))
     rows += ["", "| recovery of a worker killed 0.5 s into its attempt | ms |", "|---|---:|",
-             f"| maml on Ray (new actor) | {rec_ray * 1000:.0f} |",
+             f"| maml on Ray (warm spare actor) | {rec_ray * 1000:.0f} |",
              f"| maml local (warm spare process) | {rec_local * 1000:.0f} |",
              "", f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"]
     backend.close()

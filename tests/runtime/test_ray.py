@@ -134,12 +134,17 @@ def test_an_injected_fault_is_raised_inside_the_ray_worker(backend, cluster):
     assert failed.error.context["pid"] != os.getpid()
 
 
-def test_a_killed_ray_worker_is_lost_and_the_slot_recovers(backend, cluster):
+def test_a_killed_ray_worker_is_lost_and_its_slot_takes_the_warm_spare(backend, cluster):
+    for slot, actor in list(backend._actors.items()):      # no warm CPU actor to fall back on
+        if slot[0] == "cpu":
+            backend._kill(slot, actor)
     handle = backend.submit(request(cluster, "k", "cpu", fault="worker_lost"))
+    spare_pid = ray.get(backend._spare.where.remote())["pid"]    # started ahead, no CPU asked
     lost = of(until_done(backend, [handle]), Lost)
     assert lost and "died" in lost[0].message
     again = backend.submit(request(cluster, "k", "cpu", attempt=2))
-    assert of(until_done(backend, [again]), Succeeded)
+    assert of(until_done(backend, [again]), Succeeded)[0].output["pid"] == spare_pid
+    assert backend._spare is not None                  # and the next spare is on its way
 
 
 def test_a_hang_is_cancelled_by_killing_the_actor(backend, cluster):

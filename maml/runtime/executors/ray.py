@@ -72,7 +72,10 @@ class RayBackend:
     resource a GPU slot asks for ("GPU", or a custom one). `init`: extra ray.init kwargs.
     `artifacts`: how arrays reach actors on other nodes than the driver's: "auto" through
     Ray's object store (maml.runtime.executors._ray_artifacts), "files" through the run dir
-    (every node must then share the driver's filesystem)."""
+    (every node must then share the driver's filesystem). `spare`: keep one CPU actor
+    started ahead, which takes the place of a lost one at once (it asks Ray for no CPU, so
+    it can start while every CPU is taken; once adopted, its slot is counted by maml's
+    slots, not by Ray's CPU resource)."""
 
     address: str | None = None
     slots: Mapping[str, int] | None = None
@@ -82,6 +85,7 @@ class RayBackend:
     placement_timeout: float = 60.0
     init: Mapping[str, Any] = field(default_factory=dict)
     artifacts: str = "auto"
+    spare: bool = True
 
     def __post_init__(self) -> None:
         self._ray = require("ray", "ray")
@@ -100,6 +104,9 @@ class RayBackend:
         self._finished: OrderedDict[int, Any] = OrderedDict()
         self._pending: list[BackendEvent] = []
         self._nodes: dict[tuple[str, int], str] = {}     # slot -> its actor's node id
+        self._spare: Any = None                         # a CPU actor started ahead
+        self._spare_ready: Any = None                   # its where() call: done when up
+        self._spares = itertools.count(1)
         driver = self._ray.get_runtime_context().get_node_id()
         self._artifacts = ArtifactTransport(self._ray, driver if self.artifacts == "auto"
                                             else None)
@@ -171,9 +178,19 @@ class RayBackend:
             if live is actor:
                 self._kill(slot, actor)
 
+    def wait_for_spare(self, timeout: float = 60.0) -> bool:
+        """Block until the spare CPU actor is up (benchmarks: a spare that had time to
+        start); False if there is none or it did not come up within `timeout` seconds."""
+        if self._spare_ready is None or self._spare is None:
+            return False
+        return bool(self._ray.wait([self._spare_ready], timeout=timeout)[0])
+
     def close(self) -> None:
         for slot, actor in list(self._actors.items()):
             self._kill(slot, actor)
+        if self._spare is not None:
+            self._kill(("cpu", -1), self._spare)
+            self._spare = None
         self._running.clear()
         self._finished.clear()
         self._artifacts.close()
@@ -191,8 +208,32 @@ class RayBackend:
         return next((s for s in free if s in self._actors), free[0])   # a warm actor first
 
     def _start_actor(self, slot: tuple[str, int]) -> Any:
+        """The slot's actor: the warm spare for a CPU slot, else a new one. A CPU slot's
+        first actor also starts the spare, and adopting it starts the next one."""
         device, number = slot
-        options: dict[str, Any] = {"num_cpus": 1, "scheduling_strategy": "SPREAD"}
+        actor = self._take_spare() if device == "cpu" else None
+        if actor is None:
+            actor = self._new_actor(device, f"ray-{device}-{number}")
+        self._actors[slot] = actor
+        if device == "cpu" and self.spare and self._spare is None:
+            self._spare = self._new_actor("cpu", f"ray-cpu-spare-{next(self._spares)}",
+                                          num_cpus=0)
+            self._spare_ready = self._spare.where.remote()
+        return actor
+
+    def _take_spare(self) -> Any:
+        """The spare, unless it is known dead (its node gone): a dead one would cost the
+        attempt given to it."""
+        spare, self._spare = self._spare, None
+        if spare is not None and self._ray.wait([self._spare_ready], timeout=0)[0]:
+            try:
+                self._ray.get(self._spare_ready)
+            except Exception:  # noqa: BLE001 - dead: a new actor instead
+                return None
+        return spare
+
+    def _new_actor(self, device: str, worker_id: str, num_cpus: int = 1) -> Any:
+        options: dict[str, Any] = {"num_cpus": num_cpus, "scheduling_strategy": "SPREAD"}
         if device.startswith("cuda"):
             options = {"num_cpus": 0, **self._gpu_request()}
             home = self._homes.get(device)
@@ -200,10 +241,8 @@ class RayBackend:
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(home, soft=True)
-        actor = self._actor_class.options(**options).remote(
-            f"ray-{device}-{number}", os.getcwd(), self._artifacts.driver_node)
-        self._actors[slot] = actor
-        return actor
+        return self._actor_class.options(**options).remote(
+            worker_id, os.getcwd(), self._artifacts.driver_node)
 
     def _gpu_request(self) -> dict[str, Any]:
         request: dict[str, Any] = ({"num_gpus": 1} if self.gpu_resource == "GPU"
