@@ -105,11 +105,20 @@ def test_visibility_is_respected(maml, fake_gpus):
     assert "hides 1 of 2" in report["note"]
 
 
+def _sigint_as_a_terminal_gives_it() -> None:
+    """In the child, before exec: SIGINT at its default and unblocked. A process inherits an
+    ignored SIGINT (and Python then never raises KeyboardInterrupt); in the whole suite some
+    earlier tenant of this pytest process leaves it ignored, and the watch never stopped."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_watch_refreshes_until_ctrl_c(fake_gpus):
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env.update(fake_gpus)
     proc = subprocess.Popen([sys.executable, "-m", "maml", "devices", "--watch", "0.2", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_sigint_as_a_terminal_gives_it)
     lines = []
     deadline = time.monotonic() + 60
     while len(lines) < 2 and time.monotonic() < deadline:
