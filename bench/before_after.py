@@ -8,7 +8,9 @@ Each measurement alternates the two trees (PYTHONPATH=tree, a fresh process each
 load from other work falls on both alike; the table gives medians, their ratio and the
 median 1-minute load average while they ran. `scale` rows run chains and fan-outs in a
 warm `maml.Session(workers=2)` (graph off) against ProcessPoolExecutor(2) (the floor);
-`ray` times a warm chain-50 on Ray (`ray.init` done) for the Session row to be read against.
+`ray` times a warm chain-50 on Ray (`ray.init` done) for the Session row to be read against;
+`sched` is the scheduler's own CPU per step, every attempt played in memory (no process, so
+the least noisy row on a loaded machine).
 """
 import json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -107,7 +109,7 @@ def measure(name, fn, rounds):
     return b, a
 
 which = sys.argv[3].split(",") if len(sys.argv) > 3 else ["cold_validate", "cold_run", "kill",
-                                                           "scale", "ray", "val10k"]
+                                                           "sched", "scale", "ray", "val10k"]
 bench = str(Path(TREES["after"]) / "bench")
 print("| measure | before | after | after/before | load (median) |\n|---|---:|---:|---:|---:|", flush=True)
 if "cold_validate" in which:
@@ -144,5 +146,32 @@ print(json.dumps({"ray": statistics.median(ts)}))
     except Exception as exc:  # noqa: BLE001 - Ray missing or refused: say so in the table
         row = f"| chain-50 on Ray | n/a: {str(exc).splitlines()[-1][:80]} | | | |"
     rows.append(row); print(row, flush=True)
+if "sched" in which:
+    SCHED = r'''
+import json, os, sys, tempfile, time
+sys.path.insert(0, sys.argv[3]); sys.path.insert(0, sys.argv[4])
+from test_scheduler_loop import ScriptedBackend     # plays each attempt in memory, no process
+from overhead import maml_workload
+import maml
+from maml.runtime.checkpoint import RunStore
+from maml.runtime.clock import FakeClock, SystemClock
+from maml.runtime.devices.book import DeviceBook
+from maml.runtime.events import Broadcaster
+from maml.runtime.plan import build_plan
+from maml.runtime.scheduler import Scheduler
+shape, n = sys.argv[1], int(sys.argv[2])
+wd = tempfile.mkdtemp(); p = os.path.join(wd, "d.maml.md"); open(p, "w").write(maml_workload(shape, n))
+plan = build_plan(maml.load(p)); cpu = []
+for _ in range(3):
+    store = RunStore.create(os.path.join(wd, ".maml"), p, "digest")
+    s = Scheduler(plan, store=store, broadcaster=Broadcaster([]), devices=DeviceBook(),
+                  backend=ScriptedBackend(FakeClock(), {}, 2), clock=SystemClock())
+    t = time.process_time(); assert s.run().status == "succeeded"; cpu.append(time.process_time() - t)
+print(json.dumps({"us": sorted(cpu)[1] / n * 1e6}))
+'''
+    tests = str(Path(TREES["after"]) / "tests" / "runtime")
+    for shape in ("chain", "fanout"):
+        measure(f"scheduler CPU per step, {shape}-2000, in-memory backend (us)",
+                lambda t: child(t, SCHED, shape, "2000", tests, bench)["us"], 3)
 if "val10k" in which:
     measure("parse+validate 10,000-step document (s)", lambda t: child(t, VAL10K, "10000", bench)["val"], 2)
