@@ -149,11 +149,20 @@ def _may_expand_or_nest(text: str) -> bool:
     can pass MAX_DEPTH, which _walk bounds while it records the spans."""
     if "&" in text:
         return True
-    depth = deepest = 0
-    for char in re.sub(r"[^\[\]{}]", "", text):
-        depth = depth + 1 if char in "[{" else max(depth - 1, 0)
-        deepest = max(deepest, depth)
-    return deepest > MAX_DEPTH
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for char in _BRACKET.findall(text):      # re.sub of everything else: 0.4 s a 400 kB text
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif depth:
+            depth -= 1
+    return False
+
+
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def _tab_indent(text: str, error_line: int | None) -> int | None:

@@ -180,7 +180,7 @@ def test_a_refused_document_names_each_step_once(runner):
     assert refused.value.format().count("step 'use'") == 1
     ungranted = runner.write_doc({"pipeline": [{"id": "a", "block": "a"}]}, {"a": "result = 1"},
                                  execute=False)
-    with pytest.raises(RefusedError) as refused:       # "step 'a' (python) runs code: ..."
+    with pytest.raises(RefusedError) as refused:       # "step 'a' (python) runs document code, ..."
         runner.run(ungranted)
     assert refused.value.format().count("step 'a'") == 1, refused.value.format()
 
