@@ -60,3 +60,25 @@ def dag(doc: Any, params: dict[str, Any], device_classes: set[str]) -> list[dict
     plan = build_plan(doc, overrides=params, device_classes=device_classes)
     return [{"id": s.id, "kind": s.kind, "needs": list(s.needs), "devices": list(s.devices),
              "line": s.line} for s in plan.steps.values()]
+
+
+def replanned(text: str, path: str, params: dict[str, Any],
+              device_classes: set[str]) -> list[dict[str, Any]] | None:
+    """An accepted run's steps again (after a restart), or None if it no longer plans."""
+    import maml
+    from maml.errors import MamlError
+
+    try:
+        return dag(maml.parse(text, path=path), params, device_classes)
+    except MamlError:
+        return None
+
+
+def validation(text: str, shown: str) -> dict[str, Any]:
+    """`maml validate --json`'s object for one document's text, named `shown`."""
+    import maml
+
+    diagnostics = maml.validate(maml.parse(text, path=shown))
+    valid = not any(d.severity == "error" for d in diagnostics)
+    return {"documents": [{"path": shown, "valid": valid,
+                           "diagnostics": [d.to_dict() for d in diagnostics]}]}

@@ -165,16 +165,11 @@ class Service:
     def _may_use_gpu(self, request: RunRequest) -> bool:
         """Whether a step of a requeued run may use a GPU of this server (then it goes to
         the GPU lane; a document that no longer plans goes there too, to fail there)."""
-        import maml
-
         if "cuda" not in self._device_classes():
             return False
-        try:
-            doc = maml.parse(request.document, path=request.path)
-            dag = intake.dag(doc, request.params, self._device_classes())
-        except MamlError:
-            return True
-        return uses_gpu(dag)
+        dag = intake.replanned(request.document, request.path, request.params,
+                               self._device_classes())
+        return dag is None or uses_gpu(dag)
 
     def _device_classes(self) -> set[str]:
         return {d.kind for d in self.inventory.devices} if self.inventory else {"cpu"}
@@ -308,13 +303,8 @@ class Service:
     def logs(self, run_id: str, step: str, attempt: int | None = None) -> list[dict[str, Any]]:
         """A step's per-attempt logs (what the worker wrote: stdout, stderr, ctx.log):
         [{"attempt", "text"}], oldest first."""
-        from maml.commands.logs import attempt_logs   # the one reader of the logs dir
-
         self.request(run_id)
-        found = [{"attempt": entry.attempt,
-                  "text": entry.path.read_text(encoding="utf-8", errors="replace")}
-                 for entry in attempt_logs(self.state_dir / "runs" / run_id, step)
-                 if attempt is None or entry.attempt == attempt]
+        found = views.step_logs(self.state_dir / "runs" / run_id, step, attempt)
         view = self.hub.views.get(run_id)
         if not found and (view is None or step not in view.steps):
             raise NotFound(f"run {run_id} has no step {step!r}")
@@ -324,14 +314,8 @@ class Service:
 
     def validate(self, *, document: str | None = None, path: str | None = None) -> dict[str, Any]:
         """`maml validate --json`'s object for one document."""
-        import maml
-
         text, where = self._source(document, path)
-        shown = where if path is not None else "<document>"
-        diagnostics = maml.validate(maml.parse(text, path=shown))
-        valid = not any(d.severity == "error" for d in diagnostics)
-        return {"documents": [{"path": shown, "valid": valid,
-                               "diagnostics": [d.to_dict() for d in diagnostics]}]}
+        return intake.validation(text, where if path is not None else "<document>")
 
     def devices(self) -> dict[str, Any]:
         """`maml devices --json`'s object, sampled now (GPU health from NVML or FakeNVML)."""
@@ -348,10 +332,10 @@ class Service:
 
         path = Path(self.recorder.path)
         stamp = path.stat().st_size if path.exists() else -1
+        if stamp < 0:
+            raise NotFound(f"no error graph at {path} yet: no run has been recorded")
         with self._lock:
             if self._graph_cache is None or self._graph_cache[0] != stamp:
-                if stamp < 0:
-                    raise NotFound(f"no error graph at {path} yet: no run has been recorded")
                 self._graph_cache = (stamp, maml.graph.open(path))
             return self._graph_cache[1]
 
@@ -359,4 +343,3 @@ class Service:
         from maml.graph import verify_path
 
         return verify_path(self.recorder.path).to_dict()
-

@@ -9,6 +9,7 @@ or recovered (a recovery was applied, the next attempt is due) until it ends as 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from maml.errors import DocumentError, MamlError
@@ -72,6 +73,16 @@ def run_row(request: RunRequest, final: dict[str, Any] | None,
             "errors": view.errors if view else 0,
             "recoveries": view.recoveries if view else 0, "steps": len(steps),
             "steps_done": sum(s["status"] in ("succeeded", "cached") for s in steps)}
+
+
+def step_logs(run_dir: Path, step: str, attempt: int | None) -> list[dict[str, Any]]:
+    """A step's per-attempt log files (all, or attempt N's) as [{"attempt", "text"}]."""
+    from maml.commands.logs import attempt_logs   # the one reader of the logs dir
+
+    return [{"attempt": entry.attempt,
+             "text": entry.path.read_text(encoding="utf-8", errors="replace")}
+            for entry in attempt_logs(run_dir, step)
+            if attempt is None or entry.attempt == attempt]
 
 
 def error_body(exc: MamlError) -> dict[str, Any]:
