@@ -10,7 +10,8 @@ the other:
   (fanout-500); Ray's workers are warm after the first round.
 - maml on Ray: `maml.api.run(doc, backend=RayBackend())` on the same workloads as
   bench/overhead.py (python no-op steps), end to end: plan, scheduling, the run store's
-  commits, the signed error graph. The backend is kept across runs (as a `maml.Session`
+  commits, the signed error graph; and again with `graph=False` (no signed record: what the
+  graph's per-step commit costs). The backend is kept across runs (as a `maml.Session`
   keeps its workers), so its slot actors are warm like Ray's workers.
 
 Recovery: a step's first attempt SIGKILLs its own worker 0.5 s in (bench/overhead.py's
@@ -179,12 +180,16 @@ def main() -> None:
     backend = RayBackend(slots={"cpu": args.cpus})
     on_ray, local = maml_on(backend, workdir), maml_on(None, workdir)
     plain = plain_ray(ray)
-    rows = ["| workload | plain Ray (s) | maml on Ray (s) | ratio |", "|---|---:|---:|---:|"]
+    rows = ["| workload | plain Ray (s) | maml on Ray (s) | ratio | without the graph (s) "
+            "| ratio |", "|---|---:|---:|---:|---:|---:|"]
     for shape, n in WORKLOADS:
         ray_s = statistics.median(walls(lambda: plain(shape, n), args.repeats))
         text = maml_workload(shape, n)
         maml_s = statistics.median(walls(lambda: on_ray(text, f"{shape}{n}"), args.repeats))
-        rows.append(f"| {shape}-{n} | {ray_s:.3f} | {maml_s:.3f} | {maml_s / ray_s:.2f}x |")
+        bare_s = statistics.median(walls(lambda: on_ray(text, f"{shape}{n}", graph=False),
+                                         args.repeats))
+        rows.append(f"| {shape}-{n} | {ray_s:.3f} | {maml_s:.3f} | {maml_s / ray_s:.2f}x "
+                    f"| {bare_s:.3f} | {bare_s / ray_s:.2f}x |")
     rec_ray = statistics.median(recovery(on_ray, workdir, args.repeats,
                                          settle=backend.wait_for_spare))
     rec_local = statistics.median(recovery(local, workdir, args.repeats, workers=1))

@@ -255,8 +255,13 @@ def test_arrays_between_nodes_travel_through_the_object_store_and_land_on_the_dr
     path.write_text(ARRAYS)
     options = {"address": cluster.address, "state_dir": str(isolated / ".maml"),
                "graph": isolated / "g"}
-    result = maml.run(str(path), **options)
+    failed = maml.run(str(path), inject=["use:user_error@1"], **options)
+    assert failed.steps["use"].status == "failed"
+    # resumed: `make` is reused from the driver's run store (its actor and its object are
+    # gone), so the driver puts the array from its own file for `use` on the other node
+    result = maml.run(str(path), resume=failed.run_id, **options)
     assert result.status == "succeeded", result.problems
+    assert result.steps["make"].status == "cached"
     # both GPU_like nodes are not the driver's (the head): the consumer got the array from
     # the object store (a plain read-only ndarray), not a memory-mapped file
     assert result.output == {"sum": float(sum(range(300_000))), "type": "ndarray",
@@ -267,6 +272,8 @@ def test_arrays_between_nodes_travel_through_the_object_store_and_land_on_the_dr
     assert file_sha256(file) == ref["$artifact"]            # the driver wrote the record
     again = maml.run(str(path), resume=result.run_id, **options)
     assert {s.status for s in again.steps.values()} == {"cached"}
+    first = maml.run(str(path), **options)          # a fresh run: the object store's path
+    assert first.status == "succeeded" and first.output == result.output
 
 
 SLOW_SECOND = """---

@@ -45,6 +45,7 @@ def test_the_warm_spare_replaces_a_lost_worker_without_a_cold_start(pool, tmp_pa
     worker = pool.acquire("cpu")
     worker.send(("attempt", request("result = 1", tmp_path)))
     outcome(worker)
+    pool.release(worker)                    # the attempt ended: the next spare starts now
     spare = pool.spare
     deadline = time.monotonic() + 60
     while not spare.conn.poll(0.1):         # the spare is up: maml imported, "ready" sent
@@ -54,7 +55,17 @@ def test_the_warm_spare_replaces_a_lost_worker_without_a_cold_start(pool, tmp_pa
     assert replacement is spare             # the worker that was already up: no cold start
     replacement.send(("attempt", request("result = 2", tmp_path)))
     assert outcome(replacement)[:2] == ("result", "2")
+    pool.release(replacement)
     assert pool.spare is not None and pool.spare is not replacement
+
+
+def test_the_next_spare_waits_until_the_first_worker_is_up(pool, tmp_path):
+    worker = pool.acquire("cpu")            # the spare started with the pool fills the slot
+    assert pool.started == 1 and pool.spare is None   # no second interpreter beside it yet
+    worker.send(("attempt", request("result = 1", tmp_path)))
+    outcome(worker)
+    pool.release(worker)
+    assert pool.started == 2 and pool.spare is not None and pool.spare is not worker
 
 
 def test_heartbeats_flow_while_an_attempt_runs(pool, tmp_path):

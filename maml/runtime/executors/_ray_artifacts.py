@@ -74,7 +74,11 @@ class ArtifactTransport:
         if sha in self._held:
             self._held.move_to_end(sha)
             return self._held[sha][0]
-        array = decode(ref, run_dir)                   # the driver's file, mapped
+        import numpy
+
+        # the driver's file, mapped; as a plain ndarray, which Ray stores without pickle
+        # (a memmap would be pickled, and arrive as a writable copy)
+        array = numpy.asarray(decode(ref, run_dir))
         return self._hold(sha, self._ray.put(array), int(ref.get("bytes", array.nbytes)))
 
     def _hold(self, sha: str, ref: Any, size: int) -> Any:

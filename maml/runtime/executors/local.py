@@ -42,6 +42,7 @@ class WorkerPool:
         self.workers: list[WorkerProcess] = []
         self.idle: list[WorkerProcess] = []     # started, serving no slot yet (prestarted)
         self.keep_spare = spare
+        self._spare_owed = False    # the spare filled a slot; its successor starts later
         self.started = 0
         self.idle = [self._spawn() for _ in range(prestart)]
         self.spare: WorkerProcess | None = self._spawn() if spare else None
@@ -73,8 +74,18 @@ class WorkerPool:
     def prestart(self, count: int) -> None:
         """Have `count` started workers waiting (prestarted ones and the spare), so that the
         first `count` attempts of a run start at once instead of one after another."""
+        self.start_spare()
         waiting = len(self.idle) + (self.spare is not None)
         self.idle += [self._spawn() for _ in range(count - waiting)]
+
+    def start_spare(self) -> None:
+        """Start the spare owed since the last one went to fill a slot. Called when a worker
+        says it is ready, ends an attempt or is discarded: not while the first workers still
+        start, where a second interpreter starting beside them only slows them down (a cold
+        one-step run started two workers to use one)."""
+        if self._spare_owed and self.spare is None:
+            self._spare_owed = False
+            self.spare = self._spawn()
 
     def _fresh_worker(self) -> WorkerProcess:
         """A prestarted worker, else the spare (a new spare starts behind it), else a new one."""
@@ -88,17 +99,19 @@ class WorkerPool:
             if self.spare is not None:
                 self.spare.kill()
             worker = self._spawn()
-        self.spare = self._spawn() if self.keep_spare else None
+        self.spare, self._spare_owed = None, self.keep_spare
         return worker
 
     def release(self, worker: WorkerProcess) -> None:
         worker.busy = False
+        self.start_spare()
 
     def discard(self, worker: WorkerProcess) -> None:
         """Kill a worker and free its slot; the next acquire takes the spare."""
         worker.kill()
         if worker in self.workers:
             self.workers.remove(worker)
+        self.start_spare()
 
     def all_processes(self) -> list[WorkerProcess]:
         return self.workers + self.idle + ([self.spare] if self.spare is not None else [])
@@ -228,6 +241,7 @@ class LocalBackend:
         kind, handle = message[0], self._running[worker].handle
         if kind == "ready":
             worker.ready = True
+            self.pool.start_spare()
             return None
         if kind == "started":
             return Started(handle, pid=worker.pid)
