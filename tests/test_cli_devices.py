@@ -106,9 +106,10 @@ def test_visibility_is_respected(maml, fake_gpus):
 
 
 def _sigint_as_a_terminal_gives_it() -> None:
-    """In the child, before exec: SIGINT at its default and unblocked. A process inherits an
-    ignored SIGINT (and Python then never raises KeyboardInterrupt); in the whole suite some
-    earlier tenant of this pytest process leaves it ignored, and the watch never stopped."""
+    """In the child, before exec: SIGINT at its default and unblocked, as a terminal gives
+    it. A suite started in the background by a non-interactive shell (`pytest &`) runs with
+    SIGINT ignored, every child inherits that, Python then never raises KeyboardInterrupt,
+    and the watch never stopped."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
