@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No per-example deadline and no "too slow" health check: both measure this machine's speed
+# (a loaded 2-core CI box is 3x slower than a quiet one), which is not what any test asserts.
+settings.register_profile("maml", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("maml")
 
 
 @pytest.fixture(autouse=True, scope="session")

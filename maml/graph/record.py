@@ -5,9 +5,12 @@
         ...run...
 
 It is `critical`: if the record cannot be written the run fails rather than go unrecorded.
-Nodes are buffered and committed (one write, one fsync, one signature) at step boundaries,
-after each recovery (a failure is the part of a run most worth keeping if the run then dies),
-at run end, every `commit_every` nodes, and on close. A run that never reported its end gets
+Nodes are buffered and committed (one write, one fsync, one signature) at step boundaries and
+after each recovery (a failure is the part of a run most worth keeping if the run then dies)
+by a thread of their own (store.BackgroundCommits: the scheduler never waits for the fsync,
+and steps ending close together share one commit), then synchronously at run end and on
+close, so that a finished `maml run` has its whole record on disk. A crash loses at most
+the nodes of the last step boundaries not yet committed. A run that never reported its end gets
 an `interrupted` outcome on close. Records are never rewritten: what is learned later (did the
 recovery work? how did the step end?) is a new `outcome` node linked to what it concerns.
 """
@@ -26,7 +29,7 @@ from typing import Any
 from maml.graph import canonical
 from maml.graph import settings as trust_settings
 from maml.graph.keys import SigningKey, load_or_create_key
-from maml.graph.store import LogWriter
+from maml.graph.store import BackgroundCommits, LogWriter
 from maml.runtime.events import DeviceRef, ErrorInfo, Observer, StepInfo
 
 MESSAGE_LIMIT = 4000   # characters of an error message kept in the record
@@ -69,6 +72,7 @@ class Recorder(Observer):
                  clock: Any = time.time) -> None:
         self.writer = LogWriter(path, key or load_or_create_key())
         self.writer.preflight()     # a read-only, full or rolled-back graph: before any step
+        self._commits = BackgroundCommits(self.writer)   # step boundaries: off the scheduler
         self.path = self.writer.path
         self.commit_every = commit_every
         self.clock = clock
@@ -93,17 +97,19 @@ class Recorder(Observer):
         node = {"type": node_type, "links": links, **fields}
         node_id = self.writer.add(node, finite=True)   # floats: _seconds() or normalise()
         if self.writer.pending >= self.commit_every:
-            self.writer.commit()
+            self._commits.request()
         return node_id
 
     def _now(self) -> float | None:
         return _seconds(self.clock())
 
     def commit(self) -> int:
+        """Commit what is buffered now (durable when this returns)."""
         with self._lock:
-            return self.writer.commit()
+            return self._commits.flush()
 
     def close(self) -> None:
+        self._commits.close()
         with self._lock:
             for run_id in sorted(self._open_runs):
                 self._add("outcome", [["ended", self._runs[run_id]]], run=run_id,
@@ -210,7 +216,7 @@ class Recorder(Observer):
                     (step.id, attempt))), action=action,
                 changes=canonical.normalise(changes), next_attempt=next_attempt,
                 delay=_seconds(delay), t=self._now())
-            self.writer.commit()
+            self._commits.request()
 
     def on_attempt_succeeded(self, *, run_id: str, step: StepInfo, attempt: int,
                              device: DeviceRef, duration: float, **_: Any) -> None:
@@ -258,13 +264,13 @@ class Recorder(Observer):
             self._add("outcome", [["ended", self._step(run_id, step)]], run=run_id,
                       step=step.id, of="step", status=status, attempts=attempts,
                       output_digest=output_digest, t=self._now())
-            self.writer.commit()
+            self._commits.request()
 
     def on_step_skipped(self, *, run_id: str, step: StepInfo, reason: str, **_: Any) -> None:
         with self._lock:
             self._add("outcome", [["ended", self._step(run_id, step)]], run=run_id,
                       step=step.id, of="step", status="skipped", reason=reason, t=self._now())
-            self.writer.commit()
+            self._commits.request()
 
     def on_device_state_changed(self, *, device: DeviceRef, old: str, new: str,
                                 sample: dict[str, Any], reasons: list[str], **_: Any) -> None:
@@ -302,7 +308,7 @@ class Recorder(Observer):
             self._runs.pop(run_id, None)
             for table in self._per_run:
                 table.pop(run_id, None)
-            self.writer.commit()
+            self._commits.flush()          # the run's end is durable before maml run returns
             self._append_history(run_id, status)
 
     def _append_history(self, run_id: str, status: str) -> None:

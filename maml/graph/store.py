@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from binascii import hexlify
@@ -133,6 +134,8 @@ class LogWriter:
         self.path = resolve_log_path(path)
         self.key = key
         self._pending: list[tuple[bytes, bytes, bytes]] = []   # digest, hex id, body
+        self._pending_lock = threading.Lock()          # add() and commit() may run on two threads
+        self._commit_lock = threading.Lock()           # one commit at a time: the tail is shared
         self._fd: int | None = None
         self._tail: Tail | None = None                  # valid while the file size matches
         self.committed = 0
@@ -143,7 +146,8 @@ class LogWriter:
         body = canonical.dumps_finite(node) if finite else canonical.dumps(node)
         node_digest = hashlib.sha256(body).digest()
         node_id = hexlify(node_digest)
-        self._pending.append((node_digest, node_id, body))
+        with self._pending_lock:
+            self._pending.append((node_digest, node_id, body))
         return node_id.decode()
 
     @property
@@ -157,16 +161,30 @@ class LogWriter:
 
     def commit(self) -> int:
         """Write and sign what is buffered; returns the number of nodes committed.
-        GraphError (naming the log) if it cannot be written, was deleted or replaced."""
-        if not self._pending:
-            return 0
+        GraphError (naming the log) if it cannot be written, was deleted or replaced; the
+        nodes stay buffered then. Safe to call from any thread: commits run one at a time."""
+        with self._commit_lock:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return 0
+            try:
+                self._write_batch(batch)
+            except BaseException:
+                with self._pending_lock:
+                    self._pending[:0] = batch
+                raise
+            self.committed += len(batch)
+            return len(batch)
+
+    def _write_batch(self, batch: list[tuple[bytes, bytes, bytes]]) -> None:
         try:
             fd = self._open()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 self._check_same_file(fd)
                 tail = self._current_tail(fd)
-                data, tail = self._encode_batch(tail)
+                data, tail = self._encode_batch(tail, batch)
                 write_all(fd, data)
                 os.fsync(fd)
                 tail.end += len(data)
@@ -178,17 +196,14 @@ class LogWriter:
         except OSError as exc:
             raise GraphError(f"cannot write the error graph: {exc.strerror or exc}",
                              path=str(self.path)) from exc
-        written = len(self._pending)
-        self.committed += written
-        self._pending.clear()
-        return written
 
-    def _encode_batch(self, tail: Tail) -> tuple[bytes, Tail]:
+    def _encode_batch(self, tail: Tail, batch: list[tuple[bytes, bytes, bytes]]
+                      ) -> tuple[bytes, Tail]:
         chain, lines, sha256 = tail.chain, [], hashlib.sha256
-        for node_digest, node_id, body in self._pending:
+        for node_digest, node_id, body in batch:
             chain = sha256(chain + node_digest).digest()     # chain_link(), inlined: hot loop
             lines.append(b'{"c":"%s","id":"%s","n":%s}\n' % (hexlify(chain), node_id, body))
-        count = tail.count + len(self._pending)
+        count = tail.count + len(batch)
         payload = {"chain": chain.hex(), "count": count, "key": self.key.id,
                    "log": tail.log_id, "t": time.time()}
         lines.append(signing.head_line(payload, self.key))
@@ -294,3 +309,54 @@ class LogWriter:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+class BackgroundCommits:
+    """Commits a LogWriter on a thread of its own, so that whoever reports events never waits
+    for an fsync: `request()` returns at once, and the next commit takes everything buffered
+    by then (a group commit: requests made while a commit is in flight share the next one).
+    Order is kept (one buffer, one committer). A failed commit is raised by the next
+    `request()` or `flush()`, in the reporting thread; the nodes stay buffered."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        self.writer = writer
+        self._wanted = threading.Event()
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None     # started by the first request
+
+    def request(self) -> None:
+        self._raise_failure()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="maml-graph-commits",
+                                            daemon=True)
+            self._thread.start()
+        self._wanted.set()
+
+    def flush(self) -> int:
+        """Commit everything buffered now, in this thread (after any commit in flight)."""
+        self._raise_failure()
+        return self.writer.commit()
+
+    def close(self) -> None:
+        """Stop the thread (what it has not committed stays buffered for the writer)."""
+        self._closing = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._closing:
+                return
+            try:
+                self.writer.commit()
+            except BaseException as exc:  # noqa: BLE001 - raised in the reporting thread
+                self._failure = exc
+                return
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure

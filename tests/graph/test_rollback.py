@@ -117,7 +117,7 @@ def test_a_history_rewritten_past_the_witness_diverges(log, key):
 def test_a_crash_torn_tail_is_a_crash_and_is_repaired(log, key, capfd):
     writer = LogWriter(log, key)
     writer.add({"type": "note", "links": [], "n": 1})
-    data = writer._encode_batch(writer._current_tail(writer._open()))[0]
+    data = writer._encode_batch(writer._current_tail(writer._open()), writer._pending)[0]
     with open(log, "ab") as handle:                       # a writer died mid-write
         handle.write(data[: len(data) // 2])
     os.close(writer._fd)

@@ -19,9 +19,11 @@ STEP = StepInfo("a", "python")
 
 
 def _started(path: Path, key) -> Broadcaster:
-    broadcaster = Broadcaster([Recorder(path, key=key)])
+    recorder = Recorder(path, key=key)
+    broadcaster = Broadcaster([recorder])
     broadcaster.emit("on_run_started", run_id="r", document=None, steps=[STEP], started_at=0.0)
     broadcaster.emit("on_step_skipped", run_id="r", step=STEP, reason="first commit")
+    recorder.commit()              # the step boundary's background commit, waited for
     return broadcaster
 
 
