@@ -9,8 +9,9 @@ Rows (issue 12), each measured in a fresh child process so that peak RSS is that
   a chain (submit, wait, submit the next) and a fan-out (submit all, wait all);
 - maml: `maml.run()` of a generated document of no-op python steps (chain / fan-out) in a
   warm `maml.Session(workers=2)`, error graph off (the run store is on);
-- peak RSS of the measuring process (ru_maxrss) and of its largest worker (RUSAGE_CHILDREN,
-  read after the pool or session is closed);
+- peak RSS of the measuring process (ru_maxrss) and of its largest worker (VmHWM of each
+  live child process, read before the pool or session closes: RUSAGE_CHILDREN would report
+  the parent's size, because the kernel keeps a fork's pre-exec high-water mark);
 - chain-50 warm: the second `maml.run` in one Session, against Ray's second chain-50 after
   `ray.init` (both in this one script, one after the other);
 - cold: `python -m maml run one-step.maml.md --no-graph` as a user types it.
@@ -58,10 +59,23 @@ def _timed(work: Callable[[], Any], repeats: int) -> list[float]:
 
 
 def _peaks() -> dict[str, float]:
-    """Peak RSS in MiB of this process and of its largest reaped child (a worker)."""
+    """Peak RSS in MiB of this process and of its largest live child (a worker), from each
+    child's own VmHWM: call it while the workers are still running."""
+    import psutil
+
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"parent_mib": round(own, 1), "worker_mib": round(child, 1)}
+    workers = [_high_water_mib(child.pid) for child in psutil.Process().children(recursive=True)]
+    return {"parent_mib": round(own, 1), "worker_mib": round(max(workers, default=0.0), 1)}
+
+
+def _high_water_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:             # it ended meanwhile
+        pass
+    return 0.0
 
 
 def floor_row(shape: str, n: int, repeats: int) -> dict[str, Any]:
@@ -74,7 +88,8 @@ def floor_row(shape: str, n: int, repeats: int) -> dict[str, Any]:
             else:
                 [f.result() for f in [pool.submit(_noop, i) for i in range(n)]]
         walls = _timed(work, repeats)
-    return {"walls": walls, **_peaks()}
+        peaks = _peaks()
+    return {"walls": walls, **peaks}
 
 
 def maml_row(shape: str, n: int, repeats: int) -> dict[str, Any]:
@@ -90,7 +105,8 @@ def maml_row(shape: str, n: int, repeats: int) -> dict[str, Any]:
             if result.status != "succeeded":
                 raise RuntimeError(f"{shape}-{n}: {result.status}: {result.problems[:3]}")
         walls = _timed(work, repeats)
-    return {"walls": walls, **_peaks()}
+        peaks = _peaks()
+    return {"walls": walls, **peaks}
 
 
 def warm_chain50(repeats: int) -> dict[str, Any]:
