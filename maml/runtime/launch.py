@@ -59,10 +59,11 @@ def run_document(doc: Document, *, params: Mapping[str, Any] | None = None,
             monitor = _health_monitor(doc, inventory, broadcaster, scheduler_ref)
         devices = DeviceBook(inventory, monitor, workers_per_gpu=workers_per_gpu(
             doc.meta.get("executor"), backend))
+        slots = devices.slots(workers or default_workers())
         if hasattr(backend, "add_slots"):
-            backend.add_slots(devices.slots(workers or default_workers()))
+            backend.add_slots(slots)
         if hasattr(backend, "prestart"):
-            backend.prestart(first_wave(plan, devices.slots(workers or default_workers())))
+            backend.prestart(first_wave(plan, slots))
         run_policy = effective_policy(doc.meta.get("policy"), None, "cpu")
         scheduler = Scheduler(
             plan, store=store, broadcaster=broadcaster, devices=devices, backend=backend,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maml.document.body import section_name
@@ -144,7 +144,7 @@ def _assert_only_diagnostics(doc: Document) -> None:
     assert all(isinstance(d, Diagnostic) for d in validate(doc))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400)
        | st.binary(max_size=300))
 def test_random_text_never_raises(data):
@@ -161,14 +161,14 @@ FRONT_KEYS = st.sampled_from(["maml_version", "id", "permissions", "policy", "pi
                               "faults", "requires", "created_at", "schema", "version", "x"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(st.dictionaries(FRONT_KEYS, JSONISH, max_size=6) | JSONISH)
 def test_random_yaml_never_raises(value):
     text = "---\n" + yaml.safe_dump(value, allow_unicode=True) + "---\n## Code_Blocks\n"
     _assert_only_diagnostics(parse(text))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(st.fixed_dictionaries({"id": st.sampled_from(["a", "b", "c", 1, ""])}, optional={
     "needs": st.lists(st.sampled_from(["a", "b", "c", "z"]), max_size=3) | st.text(max_size=3),
     "kind": st.sampled_from(["python", "llm", "nope", 3]), "block": st.text(max_size=3),
@@ -222,7 +222,7 @@ MUTATION = st.tuples(st.integers(0, 10_000), st.integers(0, 40),
                                       "{id=x needs=,}", "\x00", "\ufeff", "- ", "  "]))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120)
 @given(st.sampled_from(CORPUS), st.lists(MUTATION, min_size=1, max_size=6))
 def test_mutated_documents_never_raise(text, mutations):
     """A bounded mutation fuzz of the shipped documents and fixtures: parse + validate
@@ -233,7 +233,7 @@ def test_mutated_documents_never_raise(text, mutations):
     _assert_only_diagnostics(parse(text, path="fuzz.maml.md"))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(st.dictionaries(st.text(max_size=8).filter(lambda k: k.lower() not in (
     "y", "n", "yes", "no", "on", "off", "true", "false")), JSONISH, max_size=6))
 def test_the_fast_constructor_builds_what_pyyaml_builds(value):

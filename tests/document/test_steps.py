@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maml.document.parser import parse, parse_file
@@ -92,7 +92,7 @@ FENCE_ATTRS = st.sampled_from(["", "{id=a}", "{id=b needs}", "{id=c needs=[a]}",
                                "{device=tpu}", "{id=b needs=[c]}", "{id=c needs=b}"])
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120)
 @given(st.one_of(st.none(), st.lists(STEP, max_size=4), st.just("not a list")),
        st.lists(st.tuples(st.sampled_from(["python", "bash", "yaml", "{python}"]), FENCE_ATTRS),
                 max_size=4),

@@ -39,7 +39,7 @@ def test_crlf_documents_stay_crlf():
     assert out == b"# T\r\n\r\n## History\r\n\r\n- a\r\n" + LINE.encode() + b"\r\n"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(st.sampled_from(["# T", "## History", "## Other", "- x", "", "```", "text"]),
                 max_size=12))
 def test_one_line_is_added_and_every_original_line_kept_in_order(parts):

@@ -22,7 +22,7 @@ def _roundtrip(value, run_dir):
     return json.loads(text), refs, decode(json.loads(text), run_dir, "prod")
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(array=hnp.arrays(dtype=hnp.scalar_dtypes(), shape=hnp.array_shapes(min_dims=0, max_dims=3)),
        fortran=st.booleans())
 def test_any_plain_array_round_trips_bit_for_bit(tmp_path_factory, array, fortran):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from maml.runtime.checkpoint import (
@@ -64,7 +64,6 @@ def test_latest_run_picks_the_newest_run_of_that_document(tmp_path):
     assert latest_run(tmp_path, "/c.maml.md") is None
 
 
-@settings(deadline=None)      # each example fsyncs: a loaded disk takes its time
 @given(value=json_values)
 def test_step_state_round_trips(tmp_path_factory, value):
     path = tmp_path_factory.mktemp("state") / "s.json"

@@ -186,7 +186,7 @@ def test_default_cuda_oom_chain_end_to_end():
     assert state.failed_devices == {"cuda:0"}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(classes=st.lists(st.sampled_from(ERROR_CLASSES), min_size=1, max_size=15),
        chain=st.lists(st.sampled_from(RECOVERY_ACTIONS), max_size=6),
        retries=st.integers(0, 6), batch=st.integers(1, 512),

@@ -59,7 +59,7 @@ def simulate(circuit: QuantumCircuit, dtype=np.complex128, fuse=True) -> np.ndar
     return state.statevector() * np.exp(1j * program.global_phase)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(width=st.integers(2, 6),
        picks=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 5), st.integers(0, 5),
                                 st.floats(-math.pi, math.pi)), max_size=40))

@@ -9,7 +9,7 @@ cv2 = pytest.importorskip("cv2")
 np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch")
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maml.errors import DeviceUnavailable, InvalidInput
@@ -92,7 +92,7 @@ def test_torch_canny_agrees_with_opencv_canny(pattern):
     assert (cpu > 0).sum() > 0
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(ksize=st.sampled_from([1, 3, 5, 7, 9, 11, 15]), sigma=st.floats(0, 4),
        seed=st.integers(0, 50))
 def test_gray_and_blur_are_bit_exact_against_opencv(ksize, sigma, seed):
@@ -102,7 +102,7 @@ def test_gray_and_blur_are_bit_exact_against_opencv(ksize, sigma, seed):
     assert np.array_equal(cpu, torch_out)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15)
 @given(ksize=st.sampled_from([1, 3, 5, 7, 9]), sigma=st.floats(0, 3),
        width=st.integers(8, 90), height=st.integers(8, 90), seed=st.integers(0, 50))
 def test_blur_and_resize_agree_for_any_size(ksize, sigma, width, height, seed):
