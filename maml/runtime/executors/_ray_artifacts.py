@@ -45,6 +45,7 @@ class ArtifactTransport:
         filesystem all nodes share); nothing goes through the object store."""
         self._ray, self.driver_node, self.max_bytes = ray, driver_node, max_bytes
         self._held: OrderedDict[str, tuple[Any, int]] = OrderedDict()  # sha -> (ref, bytes)
+        self._held_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
 
     def inputs_for(self, request: Any, actor_node: str | None) -> dict[str, Any] | None:
@@ -68,6 +69,7 @@ class ArtifactTransport:
             self._pool.shutdown(wait=True)
             self._pool = None
         self._held.clear()
+        self._held_bytes = 0
 
     def _object(self, ref: dict[str, Any], run_dir: str) -> Any:
         sha = ref[REF_KEY]
@@ -82,10 +84,13 @@ class ArtifactTransport:
         return self._hold(sha, self._ray.put(array), int(ref.get("bytes", array.nbytes)))
 
     def _hold(self, sha: str, ref: Any, size: int) -> Any:
+        if sha in self._held:
+            self._held_bytes -= self._held[sha][1]
         self._held[sha] = (ref, size)
+        self._held_bytes += size
         self._held.move_to_end(sha)
-        while len(self._held) > 1 and sum(n for _, n in self._held.values()) > self.max_bytes:
-            self._held.popitem(last=False)
+        while len(self._held) > 1 and self._held_bytes > self.max_bytes:
+            self._held_bytes -= self._held.popitem(last=False)[1][1]
         return ref
 
     def _write(self, run_dir: str, sha: str, ref: Any) -> None:
