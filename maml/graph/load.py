@@ -16,7 +16,7 @@ from pathlib import Path
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
-from maml.graph import signing, store
+from maml.graph import signing, store, witness
 from maml.graph.keys import config_dir
 from maml.graph.index import LogIndex, loads
 
@@ -52,6 +52,7 @@ class VerifyReport:
     head: str | None = None         # chain hash of the last good signed head (hex)
     witnessed: str | None = None    # the witnessed head this log was compared with
     witness_chain: str | None = None   # chain of the head at the witnessed count, if any
+    replaces: str | None = None     # the witnessed head of a gone log this graph replaced
 
     @property
     def ok(self) -> bool:
@@ -80,6 +81,9 @@ class VerifyReport:
         cause = ("a crash mid-commit" if self.witnessed else
                  "a crash mid-commit, or a cut: no witness of this log to tell which")
         notes = []
+        if self.replaces:
+            notes.append(f"{self.path}: this graph replaced {self.replaces}, whose log was gone "
+                         "or empty when this one began; those records are not here")
         if self.torn:
             notes.append(f"{self.path}: the last line is torn ({cause}); ignored")
         if self.uncommitted:
@@ -101,7 +105,8 @@ class VerifyReport:
                 "keys": self.keys, "bad_node": self.bad_node, "line": self.line,
                 "reason": self.reason, "problems": [vars(p) for p in self.problems],
                 "uncommitted": self.uncommitted, "torn": self.torn, "log": self.log,
-                "head": self.head, "count": self.nodes, "witnessed": self.witnessed}
+                "head": self.head, "count": self.nodes, "witnessed": self.witnessed,
+                "replaces": self.replaces}
 
 
 class _Reader:
@@ -164,6 +169,11 @@ class _Reader:
             raise _Stop from None
         self.log_id, self.chain = header["log"], store.header_chain(raw)
         self.report.log = self.log_id
+        replaced = header.get("replaces")
+        if isinstance(replaced, dict):
+            self.report.replaces = witness.Witnessed(str(replaced.get("log")),
+                                                     replaced.get("count", 0),
+                                                     str(replaced.get("chain"))).describe()
         if self.witness_count == 0:
             self.report.witness_chain = self.chain.hex()
 

@@ -2,7 +2,7 @@
 
 One file, `<graph dir>/log.jsonl`, one record a line, every line canonical JSON:
 
-    {"format":"maml-graph/1","log":LOG_ID,"t":T}          line 1, the header
+    {"format":"maml-graph/1","log":LOG_ID,"t":T}          line 1, the header (+ "replaces")
     {"c":CHAIN,"id":NODE_ID,"n":{...node...}}             a node (fixed offsets: see NODE_*)
     {"head":{...},"sig":"..."}                            a signed head (maml.graph.signing)
 
@@ -17,8 +17,11 @@ them would let anyone with write access slip unsigned records under the next sig
 
 Every commit also notes its head in the user's witness (maml.graph.witness). Before a writer
 repairs or extends a log it compares the log's last signed head with the witness: a log that
-is shorter than witnessed, belongs to another graph, or is gone is refused (GraphError naming
-the witnessed head) instead of being cut and appended to, which would hide the loss. At each
+is shorter than witnessed or belongs to another graph is refused (GraphError naming the
+witnessed head) instead of being cut and appended to, which would hide the loss. A log that is
+gone or empty starts a new graph whose header names the witnessed head it replaces ("replaces":
+{log, count, chain}), so the loss is signed into the new history and `maml graph verify`
+reports it, and a re-cloned project or a deleted `.maml/` does not refuse every run. At each
 commit the writer also checks that the path still names the file it opened (the log was not
 deleted or replaced during the run), and that the directory can be written before the run
 starts (`preflight`).
@@ -215,10 +218,7 @@ class LogWriter:
         if self._tail is not None and self._tail.end == size:
             return self._tail
         if size == 0:
-            seen = witness.read(self.path)
-            if seen is not None and seen.count > 0:
-                raise self._rolled_back(seen, "the log is empty")
-            return self._write_header(fd)
+            return self._write_header(fd, witness.read(self.path))
         tail = self._witnessed_tail(fd, size)
         if tail.end < size:
             self._cut(fd, tail.end, size)
@@ -262,8 +262,18 @@ class LogWriter:
              "after the last signed head by a writer that stopped mid-commit")
         os.ftruncate(fd, end)
 
-    def _write_header(self, fd: int) -> Tail:
-        header = canonical.dumps({"format": FORMAT, "log": uuid.uuid4().hex, "t": time.time()})
+    def _write_header(self, fd: int, seen: witness.Witnessed | None) -> Tail:
+        """Begin a new graph. If this path was witnessed holding another graph whose log is now
+        gone or empty (a re-clone, `rm -rf .maml`, or someone hiding history), the new header
+        names the head it replaces: the loss stays on record under the first signature, and
+        `maml graph verify` reports it, instead of every later run being refused."""
+        fields: dict[str, object] = {"format": FORMAT, "log": uuid.uuid4().hex, "t": time.time()}
+        if seen is not None and seen.count > 0:
+            fields["replaces"] = {"log": seen.log, "count": seen.count, "chain": seen.chain}
+            warn(f"{self.path}: the log witnessed here ({seen.describe()}) is gone or empty; "
+                 "starting a new graph whose header records the one it replaces "
+                 "(`maml graph verify` shows it)")
+        header = canonical.dumps(fields)
         write_all(fd, header + b"\n")
         os.fsync(fd)
         return Tail(json.loads(header)["log"], header_chain(header), 0, len(header) + 1)
@@ -272,9 +282,6 @@ class LogWriter:
         if self._fd is None:
             created = not self.path.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            seen = witness.read(self.path) if created else None
-            if seen is not None and seen.count > 0:
-                raise self._rolled_back(seen, "the log file is gone")
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
                                0o644)
             if created:  # make the new directory entry durable too

@@ -130,6 +130,34 @@ def test_a_crash_torn_tail_is_a_crash_and_is_repaired(log, key, capfd):
     assert maml.graph.verify_path(log).ok
 
 
+@pytest.mark.parametrize("removal", ["deleted", "emptied", "whole graph dir removed"])
+def test_a_gone_log_starts_a_new_graph_that_records_what_it_replaced(log, key, capfd, removal):
+    """A re-clone or `rm -rf .maml` must not refuse every later run; the loss is signed into
+    the new graph's first head instead, and verify reports it."""
+    seen = witness.read(log)
+    if removal == "deleted":
+        log.unlink()
+    elif removal == "emptied":
+        log.write_bytes(b"")
+    else:
+        import shutil
+        shutil.rmtree(log.parent)
+    assert not maml.graph.verify_path(log).ok              # before a new run: a rollback
+    _record(log, key, range(1))
+    err = capfd.readouterr().err
+    assert "is gone or empty" in err and seen.chain[:16] in err
+    report = maml.graph.verify_path(log)
+    assert report.ok and report.log != seen.log
+    assert report.replaces == seen.describe()
+    assert any(seen.chain[:16] in note and "replaced" in note for note in report.warnings())
+    assert witness.read(log).log == report.log             # the witness follows the new graph
+    done = _verify_cli(log)
+    assert done.returncode == 0 and "replaced" in done.stderr + done.stdout
+    lines = _lines(log)                                    # the record is under the signature:
+    log.write_bytes(lines[0].replace(b'"replaces"', b'"replaceZ"') + b"".join(lines[1:]))
+    assert not maml.graph.verify_path(log).ok              # editing it out breaks the chain
+
+
 def test_forget_accepts_a_deliberate_removal(log, key):
     log.unlink()
     assert not maml.graph.verify_path(log).ok
