@@ -103,6 +103,14 @@ def test_a_failed_run_exits_1_naming_file_line_and_step_without_traceback(failin
     assert "Traceback" not in done.stderr
 
 
+def test_a_failed_run_prints_no_result_on_stdout(cli, tmp_path):
+    path = tmp_path / "failing.maml.md"
+    path.write_text(FAILING)
+    done = cli("run", str(path), "--param", "a.n=5", "--no-graph", cwd=tmp_path)
+    assert done.returncode == 1 and "a is too large" in done.stderr
+    assert done.stdout == ""                    # no sink finished: no result, not `{}`
+
+
 def test_a_partial_run_exits_1(cli, tmp_path):
     path = tmp_path / "partial.maml.md"
     path.write_text(FAILING.replace("policy: {retries: 1,",

@@ -136,7 +136,9 @@ def _report(result: Any, path: str, as_json: bool, quiet: bool, debug: bool) -> 
         click.echo(f"maml: {result.verdict(path)}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), default=str))
-    elif result.status != "interrupted":
+    elif result.status == "succeeded" or (result.status != "interrupted" and result.output):
+        # a failed or partial run prints what its finished sinks made, and nothing (not `{}`)
+        # when none finished: stdout stays the result, so `maml run x > out.json` is honest
         click.echo(json.dumps(result.output, indent=2, default=str))
     sys.stdout.flush()
 
