@@ -45,7 +45,7 @@ def command(ctx: click.Context, server: str | None = None, as_json: bool = False
 @_STATE_DIR
 @_JSON
 def list_command(state_dir: str = ".maml", as_json: bool = False) -> None:
-    """Every run, newest first: id, start, committed steps, size, document."""
+    """Every run, newest first: id, start, status, committed steps, size, document."""
     from maml.runtime.runs import list_runs
 
     rows = list_runs(state_dir)
@@ -53,9 +53,8 @@ def list_command(state_dir: str = ".maml", as_json: bool = False) -> None:
         click.echo(json.dumps(rows, indent=1))
         return
     for row in rows:
-        active = "  (active)" if row["active"] else ""
-        click.echo(f"{row['run']}  {_when(row['created_at'])}  {row['steps']:>4} steps  "
-                   f"{_mb(row['bytes']):>10}  {row['document'] or '-'}{active}")
+        click.echo(f"{row['run']}  {_when(row['created_at'])}  {row['status']:<11}  "
+                   f"{row['steps']:>4} steps  {_mb(row['bytes']):>10}  {row['document'] or '-'}")
 
 
 @command.command("show")
@@ -71,8 +70,11 @@ def show_command(run: str, state_dir: str, verify: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
-    click.echo(f"run {info['run_id']}  {_when(info.get('created_at'))}  {_mb(info['bytes'])}"
-               f"{'  (active)' if info['active'] else ''}\ndocument {info.get('document')}")
+    ending = info.get("ending") or {}
+    took = f" in {ending['duration']:.2f} s" if info["status"] != "running" and isinstance(
+        ending.get("duration"), (int, float)) else ""
+    click.echo(f"run {info['run_id']}  {_when(info.get('created_at'))}  {info['status']}{took}"
+               f"  {_mb(info['bytes'])}\ndocument {info.get('document')}")
     for step in info["steps"]:
         click.echo(f"  {step['step']}: {step['attempts']} attempt(s) on {step['device']}, "
                    f"output {str(step['digest'])[:12]}")

@@ -38,8 +38,9 @@ def is_locked(run_dir: Path) -> bool:
 
 
 def list_runs(state_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """One summary per run, newest first: id, document, created_at, steps committed, bytes,
-    artifacts, active (locked by a live process)."""
+    """One summary per run, newest first: id, document, created_at, status (running,
+    succeeded, partial, failed, interrupted, unfinished), steps committed, bytes, artifacts,
+    active (locked by a live process)."""
     root = Path(state_dir) / "runs"
     if not root.is_dir():
         return []
@@ -47,13 +48,14 @@ def list_runs(state_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     for run_dir in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
         if not (run_dir.is_dir() and RUN_ID.fullmatch(run_dir.name)):
             continue
-        manifest = RunStore(state_dir, run_dir.name).manifest() or {}
+        store = RunStore(state_dir, run_dir.name)
+        manifest, active = store.manifest() or {}, is_locked(run_dir)
         rows.append({
             "run": run_dir.name, "document": manifest.get("document"),
-            "created_at": manifest.get("created_at"),
+            "created_at": manifest.get("created_at"), "status": store.status(active=active),
             "steps": len(read_log(run_dir / "steps.log")), "bytes": _size(run_dir),
             "artifacts": len(list((run_dir / "artifacts").glob("[0-9a-f]*.npy"))),
-            "active": is_locked(run_dir)})
+            "active": active})
     return rows
 
 
@@ -79,8 +81,10 @@ def show_run(state_dir: str | os.PathLike[str], run_id: str, *,
         steps.append({"step": step_id, "digest": record.get("digest"),
                       "attempts": record.get("attempts"), "device": record.get("device"),
                       "artifacts": refs})
+    active = is_locked(store.run_dir)
     return {**manifest, "run_dir": str(store.run_dir), "bytes": _size(store.run_dir),
-            "active": is_locked(store.run_dir), "steps": steps}
+            "active": active, "status": store.status(active=active),
+            "ending": store.ending(), "steps": steps}
 
 
 def clean_runs(state_dir: str | os.PathLike[str], *, older_than: float | None = None,

@@ -50,7 +50,7 @@ from maml.runtime.plan import Plan
 from maml.runtime.policies import CircuitBreaker, ErrorBudget
 from maml.runtime.readiness import Readiness
 from maml.runtime.recovery import Recovery
-from maml.runtime.result import RunResult, StepResult, run_status
+from maml.runtime.result import RunResult, StepResult, counts, run_status
 from maml.runtime.steprun import StepRun
 from maml.runtime.worker_main import AttemptRequest
 
@@ -128,6 +128,7 @@ class Scheduler(Readiness, Recovery):
             if problem is not None:           # decided before anyone hears "succeeded"
                 result.status = "failed"
                 result.problems.append(problem)
+        self.store.write_ending(result.status, result.duration, counts(result.steps))
         self.events.emit("on_run_finished", run_id=self.run_id, status=result.status,
                          errors=self.errors, recoveries=self.recoveries,
                          duration=result.duration)

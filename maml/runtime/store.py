@@ -108,6 +108,33 @@ class RunStore:
             "run_id": self.run_id, "document": document, "document_digest": document_digest,
             "created_at": time.time()}, durable=durable)
 
+    def write_ending(self, status: str, duration: float, steps: dict[str, int]) -> None:
+        """How the run (or its latest resume) ended: status (DESIGN §9's run statuses),
+        duration in seconds, {step status: count}. Not fsynced: a power cut may lose it, and
+        the run then reads as unfinished, which a resume settles."""
+        from maml.runtime.checkpoint import atomic_write_json
+
+        try:
+            atomic_write_json(self.run_dir / "ending.json", {
+                "status": status, "finished_at": time.time(), "duration": round(duration, 3),
+                "steps": steps}, durable=False)
+        except OSError:     # a full disk or a removed run dir must not fail a finished run
+            pass
+
+    def ending(self) -> dict[str, Any] | None:
+        from maml.runtime.checkpoint import read_json
+
+        ending = read_json(self.run_dir / "ending.json")
+        return ending if isinstance(ending, dict) else None
+
+    def status(self, *, active: bool) -> str:
+        """running (a live process holds the run's lock), else how it last ended, else
+        unfinished (killed before it could say: `maml run DOC --resume RUN` goes on)."""
+        if active:
+            return "running"
+        ending = self.ending()
+        return str(ending.get("status")) if ending else "unfinished"
+
     def manifest(self) -> dict[str, Any] | None:
         from maml.runtime.checkpoint import read_json
 

@@ -81,6 +81,30 @@ def test_list_show_and_clean(tmp_path):
     assert new.run_dir.exists()
 
 
+def test_list_says_how_each_run_ended(tmp_path, cli):
+    doc = tmp_path / "two.maml.md"
+    doc.write_text('---\nmaml_version: "1.0"\npermissions: {execute: true}\n---\n# One\n\n'
+                   '```python {id=a}\ndef run(inputs, params, ctx):\n'
+                   '    if params.get("n", 1) > 1:\n        raise ValueError("too large")\n'
+                   '    return 1\n```\n')
+    state = tmp_path / ".maml"
+    assert cli("run", str(doc), "--no-graph", cwd=tmp_path).returncode == 0
+    assert cli("run", str(doc), "--no-graph", "--param", "a.n=2", cwd=tmp_path).returncode == 1
+    killed = RunStore.create(state, str(doc), "d")          # a run killed before it could say
+    rows = list_runs(state)
+    statuses = {row["run"]: row["status"] for row in rows}
+    assert statuses.pop(killed.run_id) == "unfinished"
+    assert sorted(statuses.values()) == ["failed", "succeeded"]
+    killed.lock()
+    assert {r["run"]: r["status"] for r in list_runs(state)}[killed.run_id] == "running"
+    failed = next(run for run, status in statuses.items() if status == "failed")
+    shown = cli("runs", "show", failed, "--state-dir", str(state))
+    assert shown.returncode == 0 and f"run {failed}" in shown.stdout and " failed in " in \
+        shown.stdout
+    listed = cli("runs", "list", "--state-dir", str(state))
+    assert "running" in listed.stdout and "succeeded" in listed.stdout
+
+
 def test_the_cli_lists_and_cleans(tmp_path):
     store = RunStore.create(tmp_path, "/a.maml.md", "d")
     cli = CliRunner()
