@@ -18,7 +18,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from maml.document import permissions, semantics
+from maml.document import permissions, schema_passes, semantics
 from maml.document.code import check_code
 from maml.document.codes import diagnostic, sort_key
 from maml.document.model import Diagnostic, Document, SourceSpan
@@ -38,15 +38,41 @@ def validate(doc: Document) -> list[Diagnostic]:
     findings.extend(permissions.findings(doc, table))
     semantic_paths = {path for path, _ in findings}
     result = list(doc.diagnostics)
-    result.extend(_schema_diagnostics(doc, table, semantic_paths))
+    known = schema_passes.key(_schema_checked(doc, table))
+    if not schema_passes.passed(known):      # else this exact check passed before
+        front = _schema_diagnostics(doc, table, semantic_paths)   # None: errors, all covered
+        schema_found = (front or []) + _metaschema_diagnostics(doc)
+        if front == [] and not schema_found:
+            schema_passes.remember(known)
+        result.extend(schema_found)
     result.extend(d for _, d in findings)
-    result.extend(_json_schema_diagnostics(doc))
+    result.extend(_foreign_ref_diagnostics(doc))
     result.extend(filter(None, [nothing_to_run(doc, table)]))
     return sorted((dataclasses.replace(d, path=doc.path) for d in result), key=sort_key)
 
 
+def _schema_checked(doc: Document, table: StepTable) -> dict[str, Any]:
+    """Everything the schema checks below look at, as JSON (maml.document.schema_passes'
+    key): the front matter, each kind step's params schema, the two schema sections."""
+    kinds = {}
+    for step in table.steps:
+        if step.kind and step.params and step.kind not in kinds and not kind_problem(step.kind):
+            try:
+                from maml.kinds import get_kind, params_schema
+
+                kinds[step.kind] = params_schema(get_kind(step.kind))
+            except Exception:     # a broken plugin: its S204 comes from the check itself
+                kinds[step.kind] = None
+    return {"front_matter": json_view(doc.front_matter) if doc.front_matter else None,
+            "kinds": kinds, "input_schema": doc.input_schema,
+            "output_schema": doc.output_schema}
+
+
 def _schema_diagnostics(doc: Document, table: StepTable,
-                        semantic_paths: set[tuple[Any, ...]]) -> list[Diagnostic]:
+                        semantic_paths: set[tuple[Any, ...]]) -> list[Diagnostic] | None:
+    """The front matter's schema errors (each kind step's params against its kind's schema
+    too) as diagnostics; None when there were raw errors, even if semantic findings state
+    them all better (so that the check is not remembered as passed)."""
     if not doc.front_matter:
         return []
     from maml.schemas import validator
@@ -67,11 +93,12 @@ def _schema_diagnostics(doc: Document, table: StepTable,
             if not _covered(leaf, _error_path(leaf, base), semantic_paths):
                 out.extend(_describe(doc, table, leaf, base))
     # every kind's params against its own schema, plugins included (maml.kinds)
+    kind_found = []
     for step in table.steps:
         if step.key_path and step.kind and step.params and not kind_problem(step.kind):
             params = steps[step.key_path[1]]["params"]
-            out.extend(_kind_params(doc, table, step, params))
-    return out
+            kind_found.extend(_kind_params(doc, table, step, params))
+    return None if errors and not out and not kind_found else out + kind_found
 
 
 _STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")   # common.json's step_id
@@ -247,12 +274,16 @@ def _dotted(path: tuple[Any, ...]) -> str:
     return text
 
 
-def _json_schema_diagnostics(doc: Document) -> list[Diagnostic]:
+def _schema_sections(doc: Document) -> list[tuple[str, dict[str, Any], SourceSpan | None]]:
+    return [(name, schema, span) for name, schema, span in (
+        ("Input_Schema", doc.input_schema, doc.input_schema_span),
+        ("Output_Schema", doc.output_schema, doc.output_schema_span)) if schema is not None]
+
+
+def _metaschema_diagnostics(doc: Document) -> list[Diagnostic]:
+    """Input_Schema and Output_Schema against their dialect's metaschema."""
     out = []
-    for name, schema, span in (("Input_Schema", doc.input_schema, doc.input_schema_span),
-                               ("Output_Schema", doc.output_schema, doc.output_schema_span)):
-        if schema is None:
-            continue
+    for name, schema, span in _schema_sections(doc):
         errors = list(_metaschema_validator(schema.get("$schema")).iter_errors(schema))
         if errors:
             from jsonschema.exceptions import best_match
@@ -263,8 +294,12 @@ def _json_schema_diagnostics(doc: Document) -> list[Diagnostic]:
             out.append(diagnostic("MAML-S203", f"{name} is not a valid JSON Schema: at {where}: "
                                   f"{error.message}; fix it so inputs/outputs can be checked",
                                   span))
-        out.extend(_foreign_refs(doc, name, schema, span))
     return out
+
+
+def _foreign_ref_diagnostics(doc: Document) -> list[Diagnostic]:
+    return [d for name, schema, span in _schema_sections(doc)
+            for d in _foreign_refs(doc, name, schema, span)]
 
 
 def _foreign_refs(doc: Document, name: str, schema: dict[str, Any],
