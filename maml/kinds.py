@@ -75,6 +75,19 @@ class StepSpec:
     doc_path: str | None = None
     doc_dir: str = "."
     input_data: Any = None            # the run's --input, if any
+    #: the real directories the step's paths may fall in besides doc_dir: the run directory
+    #: and the roots the caller allowed (maml.paths); set by the scheduler
+    path_roots: tuple[str, ...] = ()
+
+    def path(self, value: Any, *, param: str) -> Any:
+        """The path param `value` (relative to doc_dir) as a pathlib.Path, symlinks resolved,
+        checked again where the kind opens it: maml.paths.PathRefused (error class
+        `permission`, never retried) if it now falls outside doc_dir and path_roots, e.g.
+        a symlink re-pointed after the run's check."""
+        from maml.paths import resolve
+
+        return resolve(value, param=param, doc_dir=self.doc_dir, allowed=self.path_roots,
+                       step=self.id)
 
 
 class Kind(ABC):

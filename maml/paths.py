@@ -9,9 +9,13 @@ tighten: see maml.graph.settings).
 
     resolve("clip.mp4", param="source", doc_dir=d)          # d/clip.mp4, or PathRefused
 
-Kinds call `resolve()` where they open a path, so what they open is what was checked; the run
-path calls `check_plan()` before the first step starts, so a refusal comes before any side
-effect, as exit 3 naming the step, the param and the path.
+Each path is checked twice. The run gate calls `check_plan()` before the first step starts,
+so a refusal comes before any side effect, as exit 3 naming the step, the param and the path.
+Kinds check again where they open a path, in the worker (`StepSpec.path()`, which calls
+`resolve()` with the roots the scheduler hands each attempt), so a symlink re-pointed outside
+after the gate (by an earlier step, or anyone else) is refused there too: PathRefused, error
+class `permission`, never retried. What is opened is the resolved path (no symlink left in it
+at the check); a swap in the instant between the check and the open is not caught.
 
 A value is a path when it is absolute, starts with `~` or `.`, contains a path separator, or
 names an existing entry in the document's directory; a bare word (`synthetic`, `camera:0`,

@@ -124,3 +124,76 @@ def test_write_new_refuses_to_replace_anything(tmp_path):
     write_atomic(tmp_path / "plain", b"1")
     assert (tmp_path / "plain").read_bytes() == b"1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "key", "plain"]
+
+
+def test_a_kind_checks_a_path_again_where_it_opens_it(tmp_path):
+    from maml.kinds import StepSpec
+
+    doc_dir, outside = tmp_path / "doc", tmp_path / "outside"
+    doc_dir.mkdir(), outside.mkdir()
+    (doc_dir / "clip.mp4").write_bytes(b"inside")
+    (outside / "secret.mp4").write_bytes(b"secret")
+    (doc_dir / "link.mp4").symlink_to(doc_dir / "clip.mp4")
+    step = StepSpec(id="v", kind="video", params={}, doc_dir=str(doc_dir))
+    assert step.path("link.mp4", param="source") == doc_dir / "clip.mp4"
+    (doc_dir / "link.mp4").unlink()
+    (doc_dir / "link.mp4").symlink_to(outside / "secret.mp4")     # re-pointed after the gate
+    with pytest.raises(PathRefused, match="source") as caught:
+        step.path("link.mp4", param="source")
+    assert caught.value.step == "v"
+    allowed = StepSpec(id="v", kind="video", params={}, doc_dir=str(doc_dir),
+                       path_roots=(str(outside),))
+    assert allowed.path("link.mp4", param="source") == outside / "secret.mp4"
+
+
+SWAP = """---
+maml_version: "1.0"
+permissions: {{execute: true}}
+policy: {{retries: 2, backoff: {{initial: 0.01s}}}}
+pipeline:
+  - id: swap
+    block: swap
+  - id: v
+    kind: video
+    needs: [swap]
+    params: {{source: link.mp4, ops: []}}
+---
+# Swap
+
+```python {{id=swap}}
+import os
+def run(inputs, params, ctx):
+    os.remove({link!r})
+    os.symlink({target!r}, {link!r})
+    return "swapped"
+```
+"""
+
+
+def test_a_symlink_re_pointed_during_the_run_is_refused_in_the_worker(tmp_path, cli):
+    """The gate saw link.mp4 inside the document's directory; an earlier step points it at a
+    file outside; the video kind, opening it in its worker, refuses: a permission error,
+    not retried, and the file outside is never read."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    doc_dir, outside = tmp_path / "doc", tmp_path / "outside"
+    doc_dir.mkdir(), outside.mkdir()
+    for path in (doc_dir / "clip.avi", outside / "secret.avi"):
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (16, 16))
+        for _ in range(3):
+            writer.write(np.zeros((16, 16, 3), np.uint8))
+        writer.release()
+    link = doc_dir / "link.mp4"
+    link.symlink_to(doc_dir / "clip.avi")
+    doc = doc_dir / "swap.maml.md"
+    doc.write_text(SWAP.format(link=str(link), target=str(outside / "secret.avi")))
+    done = cli("run", str(doc), "--no-graph", "--json", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    step = json.loads(done.stdout)["steps"]["v"]
+    assert step["status"] == "failed" and step["attempts"] == 1
+    assert step["error"]["class"] == "permission"
+    assert step["error"]["type"] == "maml.paths.PathRefused"
+    assert "outside the document's directory" in step["error"]["message"]

@@ -258,8 +258,8 @@ def authorize_plan(doc: Document, plan: Any, principal: str | None = None) -> No
             first = steps[0]
             raise RefusedError(refused_step(first.id, first.kind, reason), path=doc.path,
                                line=first.line, step=first.id)
-    check_plan(plan.steps.values(), get_kind, doc_dir=plan.doc_dir,
-               allowed=trust_settings.load(plan.doc_dir).allow_paths)
+    plan.allowed_paths = tuple(trust_settings.load(plan.doc_dir).allow_paths)
+    check_plan(plan.steps.values(), get_kind, doc_dir=plan.doc_dir, allowed=plan.allowed_paths)
 
 
 def _refusal(doc: Document) -> str | None:

@@ -59,6 +59,9 @@ class Plan:
     steps: dict[str, PlannedStep]        # in a topological order, document order among equals
     #: step id -> the steps that need it, in plan order
     dependents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: roots the caller allowed paths in (maml run --allow-path, the user's config), set by
+    #: the run gate (maml.document.permissions.authorize_plan)
+    allowed_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.dependents:

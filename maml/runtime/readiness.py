@@ -116,7 +116,7 @@ class Readiness:
                         inputs=step.inputs, block_lang=planned.block_lang,
                         block_body=planned.block_body, block_line=planned.block_line,
                         doc_path=self.plan.path, doc_dir=self.plan.doc_dir,
-                        input_data=self.input_data)
+                        input_data=self.input_data, path_roots=self.path_roots)
 
     def _outputs_intact(self, step_id: str, record: dict[str, Any]) -> bool:
         """The files a committed step wrote (Kind.writes) are still there, unaltered."""

@@ -99,6 +99,8 @@ class Scheduler(Readiness, Recovery):
         self.problems: list[str] = []
         self._seq = 0
         self.hashes = world.FileHashes(store.state_dir / "filehashes.json")
+        # where a step's paths may fall, for kinds to check again where they open them
+        self.path_roots = (store.run_dir_str, *plan.allowed_paths)
 
     def run(self) -> RunResult:
         started = self.clock.now()

@@ -88,7 +88,10 @@ def parse_qasm(body: str, lang: str = "", *, doc_dir: str = ".", first_line: int
 
 
 def _includes(body: str, doc_dir: str, first_line: int) -> dict[str, str]:
-    """Each non-standard include -> its real path inside `doc_dir` (QasmError if outside)."""
+    """Each non-standard include -> its real path inside `doc_dir` (QasmError if outside:
+    maml.paths' confinement, with no other root, at the moment the file is read)."""
+    from maml.paths import PathRefused, resolve
+
     root = os.path.realpath(doc_dir)
     found: dict[str, str] = {}
     for match in _INCLUDE.finditer(body):
@@ -96,10 +99,11 @@ def _includes(body: str, doc_dir: str, first_line: int) -> dict[str, str]:
         if name in STANDARD_INCLUDES:
             continue
         line = first_line + body.count("\n", 0, match.start(1))
-        path = os.path.realpath(os.path.join(root, name))
-        if os.path.isabs(name) or os.path.commonpath([root, path]) != root:
+        try:
+            path = str(resolve(name, param="include", doc_dir=root))
+        except PathRefused:
             raise QasmError(f"include {name!r} is outside the document's directory {root}; "
-                            "copy the file next to the document", line)
+                            "copy the file next to the document", line) from None
         if not os.path.isfile(path):
             raise QasmError(f"include {name!r}: no such file in the document's directory "
                             f"{root}", line)

@@ -55,15 +55,17 @@ class LoadedModel:
     tokenizer: Any
 
 
-def resolve_model(name: str, doc_dir: str, *, where: dict[str, Any]) -> ModelRef:
-    """The ModelRef for `model:` (see module doc); InvalidInput/MissingDependency otherwise."""
-    path = Path(name).expanduser()
-    if not path.is_absolute():
-        path = Path(doc_dir) / path
-    if path.is_dir():
-        return ModelRef(str(path.resolve()))
-    if path.is_file() and path.suffix == ".gguf":
-        return ModelRef(str(path.parent.resolve()), path.name)
+def resolve_model(name: str, step: Any, *, where: dict[str, Any]) -> ModelRef:
+    """The ModelRef for `model:` of `step` (a maml.kinds.StepSpec; see module doc).
+    A path is checked again where it is opened (StepSpec.path: PathRefused outside the
+    directories the run allows); InvalidInput/MissingDependency otherwise."""
+    from maml.paths import looks_like_path
+
+    path = step.path(name, param="model") if looks_like_path(name, step.doc_dir) else None
+    if path is not None and path.is_dir():
+        return ModelRef(str(path))
+    if path is not None and path.is_file() and path.suffix == ".gguf":
+        return ModelRef(str(path.parent), path.name)
     package = _package_model(name)
     if package is not None:
         return package

@@ -115,7 +115,7 @@ class CaptureSource:
         self.capture.release()
 
 
-def open_source(params: dict[str, Any], doc_dir: str, where: dict[str, Any], *,
+def open_source(params: dict[str, Any], step: Any, where: dict[str, Any], *,
                 path_only: bool = False) -> Any:
     """The source `params.source` names (see module doc); with `path_only`, a file source
     is returned as its checked Path, for a GPU decoder to open."""
@@ -130,8 +130,7 @@ def open_source(params: dict[str, Any], doc_dir: str, where: dict[str, Any], *,
         if not index.isdigit():
             raise InvalidInput(f"camera source must be camera:N, not {text!r}", **where)
         return CaptureSource(int(index), limit, where)
-    path = Path(text).expanduser()
-    path = path if path.is_absolute() else Path(doc_dir) / path
+    path = step.path(text, param="source")      # checked again here: maml.paths
     if not path.is_file():
         raise InvalidInput(f"video source {path} does not exist", **where)
     return path if path_only else CaptureSource(str(path), limit, where)
@@ -144,7 +143,7 @@ class FileSink:
     place, `discard()` removes it (see module doc)."""
 
     def __init__(self, spec: dict[str, Any], default_fps: float, fallback: Path,
-                 doc_dir: str, where: dict[str, Any]) -> None:
+                 step: Any, where: dict[str, Any]) -> None:
         import os
 
         self.codec = str(spec.get("codec", "mp4v"))
@@ -153,8 +152,7 @@ class FileSink:
                                **where)
         raw = spec.get("path")
         if raw:
-            path = Path(raw).expanduser()
-            self.path = path if path.is_absolute() else Path(doc_dir) / path
+            self.path = step.path(raw, param="sink.path")   # checked again here: maml.paths
         else:
             self.path = fallback.absolute().with_suffix(CODECS[self.codec])
         self.partial = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}"

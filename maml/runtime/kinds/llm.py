@@ -48,8 +48,7 @@ class LLMKind(Kind):
     def reads(cls, step: StepSpec) -> list[str]:
         """The model's files: new weights under the same name change the cache key."""
         try:
-            return [resolve_model(str(step.params.get("model")), step.doc_dir,
-                                  where={}).describe()]
+            return [resolve_model(str(step.params.get("model")), step, where={}).describe()]
         except Exception:  # noqa: BLE001 - an unresolvable model fails the step, not the key
             return []
 
@@ -68,7 +67,7 @@ class LLMKind(Kind):
         torch = require("torch", "llm")
         require("transformers", "llm")
         device = torch_device(torch, ctx.device, where=where)
-        ref = resolve_model(str(params["model"]), step.doc_dir, where=where)
+        ref = resolve_model(str(params["model"]), step, where=where)
         with torch_failures(torch, f"loading {ref.describe()} ({params['precision']})",
                             where=where):
             loaded = load_model(ctx.cache, ref, task=params["task"],

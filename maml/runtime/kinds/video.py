@@ -73,7 +73,7 @@ class VideoKind(Kind):
             chain, guard = make_chain(parse_ops(params["ops"], where), params, ctx.device,
                                       where)
             closing.callback(getattr(chain, "close", lambda: None))
-            source = open_frames(chain, params, step.doc_dir, where)
+            source = open_frames(chain, params, step, where)
             closing.callback(source.close)
             sink = make_sink(params.get("sink"), source.fps, ctx, step, where)
             if sink is not None:
@@ -124,17 +124,17 @@ def check_frames(source: Any, frames: int, params: dict[str, Any],
     return []
 
 
-def open_frames(chain: Any, params: dict[str, Any], doc_dir: str,
+def open_frames(chain: Any, params: dict[str, Any], step: StepSpec,
                 where: dict[str, Any]) -> Any:
     """The source, decoded on the GPU when the chain and the file allow (module doc)."""
-    source = open_source(params, doc_dir, where, path_only=True)
+    source = open_source(params, step, where, path_only=True)
     if isinstance(source, Path) and getattr(chain, "decodes", False):
         from maml.runtime.kinds._video_nvdec import open_nvdec
 
         decoded = open_nvdec(source, chain, params, where)
         if decoded is not None:
             return decoded
-    return open_source(params, doc_dir, where) if isinstance(source, Path) else source
+    return open_source(params, step, where) if isinstance(source, Path) else source
 
 
 def make_chain(ops: list[Any], params: dict[str, Any], device: str,
@@ -170,7 +170,7 @@ def make_sink(raw: Any, fps: float, ctx: StepContext, step: StepSpec,
         raise InvalidInput(f"sink must be 'summary' or {{path, codec, fps}}, not {raw!r}",
                            **where)
     fallback = Path(ctx.run_dir) / step.id
-    return FileSink(raw, fps, fallback, step.doc_dir, where)
+    return FileSink(raw, fps, fallback, step, where)
 
 
 def summary(params: dict[str, Any], chain: Any, source: Any, device: str, frames: int,

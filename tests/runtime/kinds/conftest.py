@@ -8,6 +8,8 @@ sentences, saved with save_pretrained: real Transformers loading, no hub.
 
 from __future__ import annotations
 
+import tempfile
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,9 +65,12 @@ def make_ctx(tmp_path: Path):
 
 def step_spec(kind: str, params: dict[str, Any] | None = None, *, doc_dir: str = ".",
               **kw: Any) -> StepSpec:
+    # kinds check paths again where they open them (StepSpec.path): these tests hand them
+    # models and clips under the temp dir, as `maml run --allow-path` would allow
     return StepSpec(id=kw.pop("id", "s1"), kind=kind, params=dict(params or {}),
                     doc_path=kw.pop("doc_path", "doc.maml.md"), doc_dir=doc_dir,
-                    block_line=kw.pop("block_line", 7), **kw)
+                    block_line=kw.pop("block_line", 7),
+                    path_roots=kw.pop("path_roots", (tempfile.gettempdir(),)), **kw)
 
 
 @pytest.fixture

