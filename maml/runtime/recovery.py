@@ -110,7 +110,7 @@ class Recovery:
         decision = decide(policy, state, error,
                           devices=self.devices.candidates(step.planned, self.breaker,
                                                           self._load()),
-                          rng=self.rng)
+                          rng=self.rng, nodes=self.devices.nodes)
         if not decision.another_attempt:
             state.advance(error, decision)
             return self._exhausted(step, error, decision.skip, decision.reason)

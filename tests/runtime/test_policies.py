@@ -92,6 +92,53 @@ def test_next_device_prefers_same_class_and_avoids_failed_devices():
     assert all(d.restart_worker for d in decisions[:3])   # cuda_error poisons the worker
 
 
+def test_next_device_prefers_a_gpu_on_another_node_then_the_given_order():
+    # a Ray cluster of two nodes with two GPUs each; candidates come best first (by load),
+    # and the best one shares cuda:0's node
+    nodes = {"cuda:0": "A", "cuda:1": "B", "cuda:2": "A", "cuda:3": "B"}
+    pol = policy({"cuda_error": ["next_device", "fail"]}, retries=9)
+    state = AttemptState("s", device="cuda:0")
+    devices = ("cuda:2", "cpu", "cuda:3", "cuda:1")
+    first = decide(pol, state, error("cuda_error", "cuda:0"), devices=devices,
+                   rng=random.Random(), nodes=nodes)
+    assert first.device == "cuda:3"                   # node B, in the order given
+    # without node knowledge (one machine) the given order rules, as before
+    local = decide(pol, state, error("cuda_error", "cuda:0"), devices=devices,
+                   rng=random.Random())
+    assert local.device == "cuda:2"
+    # only same-node GPUs left: one of them before leaving the class
+    same = decide(pol, AttemptState("s", device="cuda:0", failed_devices={"cuda:1", "cuda:3"}),
+                  error("cuda_error", "cuda:0"), devices=devices, rng=random.Random(),
+                  nodes=nodes)
+    assert same.device == "cuda:2"
+
+
+@given(st.lists(st.sampled_from(["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cpu"]),
+                unique=True, min_size=1),
+       st.dictionaries(st.sampled_from(["cuda:0", "cuda:1", "cuda:2", "cuda:3"]),
+                       st.sampled_from(["A", "B"])),
+       st.sampled_from(["cuda:0", "cuda:1", "cuda:2", "cuda:3"]))
+def test_next_device_with_nodes_only_reorders_never_widens(devices, nodes, here):
+    """Node knowledge changes which allowed device comes first, never the set: it stays in
+    the step's list, off the failed device, and in the same class whenever one is left."""
+    pol = policy({"cuda_error": ["next_device", "fail"]}, retries=9)
+    state = AttemptState("s", device=here)
+    with_nodes = decide(pol, state, error("cuda_error", here), devices=devices,
+                        rng=random.Random(0), nodes=nodes)
+    without = decide(pol, state, error("cuda_error", here), devices=devices,
+                     rng=random.Random(0))
+    assert (with_nodes.device is None) == (without.device is None)
+    if with_nodes.device is not None:
+        assert with_nodes.device in devices and with_nodes.device != here
+        assert with_nodes.device.startswith("cuda") == without.device.startswith("cuda")
+        others = [d for d in devices if d.startswith("cuda") and d != here
+                  and here in nodes and nodes.get(d) != nodes[here]]
+        if others:
+            assert with_nodes.device == others[0]
+        if here not in nodes:                         # nothing known: the order as before
+            assert with_nodes.device == without.device
+
+
 def test_next_device_never_returns_to_a_device_an_earlier_error_came_from():
     # the executor forgot failed_devices; the errors' own devices still rule cuda:0 out
     state = AttemptState("s", device="cuda:1", errors=[error("oom", "cuda:0")])

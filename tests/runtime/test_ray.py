@@ -97,6 +97,11 @@ def test_the_inventory_numbers_gpu_slots_round_robin_over_nodes(backend, cluster
     assert [g.id for g in gpus] == ["cuda:0", "cuda:1"]
     homes = {backend._homes[g.id] for g in gpus}
     assert homes == {n.node_id for n in cluster.gpu_nodes}
+    # what next_device reads to leave a node (maml.runtime.policies.actions.NextDevice)
+    from maml.runtime.devices.book import DeviceBook
+
+    assert DeviceBook(backend.inventory).nodes == {g.id: g.node for g in gpus}
+    assert {g.node for g in gpus} == homes
     assert backend.capacity("cuda:0") == 1 and backend.capacity("cpu") == 3
     assert backend.capacity("cuda:7") == 0
 

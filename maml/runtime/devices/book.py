@@ -79,6 +79,9 @@ class DeviceBook:
         self.monitor = monitor
         self.workers_per_gpu = workers_per_gpu
         self.on_decision = on_decision
+        #: device id -> cluster node, for the devices whose node is known (a Ray cluster's)
+        self.nodes = {d.id: d.node for d in inventory.devices if d.node} \
+            if inventory is not None else {}
 
     def gpu_ids(self) -> list[str]:
         if self.inventory is None:

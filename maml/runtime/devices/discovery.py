@@ -46,6 +46,8 @@ class DeviceInfo:
     physical_index: int | None = None      # NVML index (of the parent GPU for a MIG instance)
     mig_index: int | None = None           # the instance's index on its parent
     cores: int | None = None               # CPU: cores this process may run on
+    node: str | None = None                # the cluster node it is on (Ray's node id, home
+                                           # node of a GPU slot); None: this machine
 
     @property
     def ref(self) -> DeviceRef:

@@ -11,11 +11,12 @@ policy decides every retry, so the record is the same as on the local backend.
 
 Slots. `cluster_inventory()` reads the alive nodes: one "cpu" device (the cluster's CPUs,
 one slot each unless `slots` says fewer) and one "cuda:K" device per GPU in the cluster,
-numbered round-robin over the nodes (cuda:0 on the first GPU node, cuda:1 on the next), so
-`next_device` from cuda:0 goes to another node's GPU first. The actor of cuda:K asks Ray for
-one GPU (`num_gpus=1`, or `{gpu_resource: 1}` for a custom resource, `accelerator_type`
-where given) with a soft affinity to its home node: it lands there while that node lives,
-elsewhere once it is gone. Ray sets CUDA_VISIBLE_DEVICES for it; inside, the step sees its
+numbered round-robin over the nodes (cuda:0 on the first GPU node, cuda:1 on the next), each
+with its home node (`DeviceInfo.node`), so that `next_device` picks a GPU on another node
+first, whatever the load order (maml.runtime.policies.actions.NextDevice). The actor of
+cuda:K asks Ray for one GPU (`num_gpus=1`, or `{gpu_resource: 1}` for a custom resource,
+`accelerator_type` where given) with a soft affinity to its home node: it lands there while
+that node lives, elsewhere once it is gone. Ray sets CUDA_VISIBLE_DEVICES for it; inside, the step sees its
 GPU as "cuda:0", and the Started event names the node id, node IP and the GPU's UUID.
 
 Events come from each attempt's streaming generator (see _ray_actor.SlotActor); `poll`
@@ -93,7 +94,8 @@ class RayBackend:
         if self._owns_ray:
             self._connect()
         self._actor_class = self._ray.remote(max_restarts=0, max_task_retries=0)(SlotActor)
-        self.inventory, self._homes = cluster_inventory(self._ray, self.gpu_resource)
+        self.inventory = cluster_inventory(self._ray, self.gpu_resource)
+        self._homes = {d.id: d.node for d in self.inventory.gpus()}
         gpus = [d.id for d in self.inventory.gpus()]
         default = {"cpu": self.inventory.devices[0].cores or 1,
                    **{g: self.workers_per_gpu for g in gpus}}
@@ -373,8 +375,8 @@ class RayBackend:
         return events
 
 
-def cluster_inventory(ray: Any, gpu_resource: str = "GPU") -> tuple[Inventory, dict[str, str]]:
-    """The cluster's devices as maml names them, and each GPU slot's home node id."""
+def cluster_inventory(ray: Any, gpu_resource: str = "GPU") -> Inventory:
+    """The cluster's devices as maml names them; each GPU slot's `node` is its home node id."""
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     per_node = [(n["NodeID"], n.get("NodeManagerAddress", "?"),
                  int(n.get("Resources", {}).get(gpu_resource, 0))) for n in nodes]
@@ -383,12 +385,11 @@ def cluster_inventory(ray: Any, gpu_resource: str = "GPU") -> tuple[Inventory, d
     cpus = int(sum(n.get("Resources", {}).get("CPU", 0) for n in nodes))
     cpu = DeviceInfo("cpu", "cpu", None, f"Ray cluster CPUs ({len(nodes)} nodes)",
                      cores=max(1, cpus))
-    gpus = [DeviceInfo(f"cuda:{k}", "cuda", k, f"{gpu_resource} on {ip}")
-            for k, (_, ip) in enumerate(order)]
+    gpus = [DeviceInfo(f"cuda:{k}", "cuda", k, f"{gpu_resource} on {ip}", node=node)
+            for k, (node, ip) in enumerate(order)]
     note = (f"Ray cluster: {len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus} CPUs, "
             f"{len(gpus)} {gpu_resource}")
-    homes = {f"cuda:{k}": node for k, (node, _) in enumerate(order)}
-    return Inventory([cpu, *gpus], "ray", note), homes
+    return Inventory([cpu, *gpus], "ray", note)
 
 
 def _resources(free: Mapping[str, float]) -> str:

@@ -36,6 +36,8 @@ class Situation:
     devices: tuple[str, ...]          # ids available to the step now (breakers already applied)
     avoid: frozenset[str] = frozenset()   # devices this step already failed on
     items: int | None = None          # how many items the step processes, if its kind said
+    #: device id -> the cluster node it is on, where known (Ray); absent: this machine
+    nodes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,9 @@ def device_class(device: str) -> str:
 
 @dataclass(frozen=True)
 class NextDevice(Action):
-    """Another device of the step's list, never one it failed on; same class first."""
+    """Another device of the step's list, never one it failed on: same class first, and
+    within it one on another cluster node first (a node's fault, a full host or a dying
+    driver, is likely to hit its other GPUs too); otherwise in the order given."""
 
     name: ClassVar[str] = "next_device"
     repeats: ClassVar[bool] = True
@@ -156,8 +160,13 @@ class NextDevice(Action):
                       if d != here and d not in situation.avoid]
         if not candidates:
             return None
-        same_class = [d for d in candidates if device_class(d) == device_class(here)]
-        target = (same_class or candidates)[0]
+        node = situation.nodes.get(here)
+
+        def rank(device: str) -> tuple[bool, bool]:
+            elsewhere = node is None or situation.nodes.get(device) != node
+            return (device_class(device) != device_class(here), not elsewhere)
+
+        target = min(candidates, key=rank)       # min is stable: the given order breaks ties
         return Effect(changes={"device": [here, target]}, params=dict(situation.params),
                       device=target)
 

@@ -33,7 +33,7 @@ recorded errors) are never chosen by `next_device`. `devices` is the step's cont
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,14 +93,17 @@ class Decision:
 
 
 def decide(policy: Policy, state: AttemptState, error: ErrorInfo, *,
-           devices: Sequence[str], rng: random.Random) -> Decision:
-    """The decision for `error`, the failure of attempt `state.attempt`. Pure."""
+           devices: Sequence[str], rng: random.Random,
+           nodes: Mapping[str, str] | None = None) -> Decision:
+    """The decision for `error`, the failure of attempt `state.attempt`. Pure. `nodes`:
+    device id -> cluster node, where known (next_device prefers another node)."""
     error_class = error.error_class if error.error_class in ERROR_CLASSES else "unknown"
     if error_class in NEVER_RETRIED:
         return _stop(state, error_class, "fail", give_up=True,
                      reason=f"{error_class} is never retried")
     situation = Situation(params=state.params, device=state.device, devices=tuple(devices),
-                          avoid=frozenset(_failed_devices(state, error)), items=state.items)
+                          avoid=frozenset(_failed_devices(state, error)), items=state.items,
+                          nodes=nodes or {})
     action, effect, position = _walk_chain(policy.chain(error_class),
                                            state.chain_position.get(error_class, 0), situation)
     if effect.skip or effect.give_up:
