@@ -318,3 +318,50 @@ def run(inputs, params, ctx):
 result = 1
 ```
 """
+
+
+def test_the_first_worker_starts_before_the_document_is_read_and_is_the_one_used(
+        cli, tmp_path, monkeypatch):
+    """`maml run` starts its local pool before reading the document (the worker's start-up
+    overlaps the checks), and that pool runs the steps: no second pool is made."""
+    import psutil
+
+    import maml.api
+    from maml.runtime.executors import local, select
+
+    made, loaded = [], []
+    real_backend, real_load = local.LocalBackend, maml.api.load
+    monkeypatch.setattr(local, "LocalBackend",
+                        lambda *a, **k: made.append(len(loaded)) or real_backend(*a, **k))
+    monkeypatch.setattr(maml.api, "load", lambda path: loaded.append(path) or real_load(path))
+    done = cli("run", str(DOCUMENTS / "implicit.maml.md"), "--no-graph", "--json",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert made == [0] and len(loaded) == 1          # one pool, made before the load
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if "spawn_main" in " ".join(p.cmdline())]     # closed after the run
+    assert select.runs_locally(None, None, None)
+
+
+def test_a_document_that_asks_for_ray_gets_ray_not_the_early_local_pool(cli, tmp_path,
+                                                                       monkeypatch):
+    import psutil
+
+    from maml.errors import UsageError
+    from maml.runtime.executors import select
+
+    def cluster(declared, flag, address, workers):
+        raise UsageError(f"would join Ray: {declared!r}")
+
+    monkeypatch.setattr(select, "cluster_backend", cluster)
+    path = tmp_path / "ray.maml.md"
+    path.write_text((DOCUMENTS / "implicit.maml.md").read_text().replace(
+        "---\n", "---\nexecutor: {kind: ray, address: '127.0.0.1:1'}\n", 1))
+    done = cli("run", str(path), "--no-graph", cwd=tmp_path)
+    assert done.returncode == 2 and "would join Ray" in done.stderr
+    assert "127.0.0.1:1" in done.stderr
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if "spawn_main" in " ".join(p.cmdline())]     # the early pool closed
+    assert not select.runs_locally({"kind": "ray"}, None, None)
+    assert not select.runs_locally(None, "ray", None) and not select.runs_locally(None, None,
+                                                                                  "h:1")

@@ -101,18 +101,32 @@ def command(file: str | None, as_json: bool, inject: tuple[str, ...], resume: st
         raise UsageError(f"{path} is a directory: give the document file to run")
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
-    doc = maml.api.load(path)
     if dry_run:
-        return _dry_run(doc, parse_params(params), principal, input_file, inject, as_json)
-    from maml.runtime.progress import ProgressDisplay
+        return _dry_run(maml.api.load(path), parse_params(params), principal, input_file,
+                        inject, as_json)
+    from maml.runtime.executors.select import early_local_backend, runs_locally
 
-    observers = [_RunIdAnnouncer(), ProgressDisplay(quiet=quiet)]
-    with _signals_stop_the_run() as (stop, received):
-        result = maml.api.run(doc, graph=False if no_graph else graph_path,
-                              observers=observers, params=parse_params(params), inject=inject,
-                              resume=resume_value, input=input_file, workers=workers,
-                              principal=principal, state_dir=state_dir, executor=executor,
-                              address=address, stop=stop)
+    backend = early_local_backend(executor, address, workers)   # its worker boots meanwhile
+    try:
+        doc = maml.api.load(path)
+        if backend is not None and not runs_locally(doc.meta.get("executor"), executor,
+                                                    address):
+            backend.close()                   # the document asks for Ray: run_document
+            backend = None                    # connects to it
+        session = maml.api.Session(workers=workers, backend=backend) if backend else None
+        from maml.runtime.progress import ProgressDisplay
+
+        observers = [_RunIdAnnouncer(), ProgressDisplay(quiet=quiet)]
+        with _signals_stop_the_run() as (stop, received):
+            result = maml.api.run(doc, graph=False if no_graph else graph_path,
+                                  observers=observers, params=parse_params(params),
+                                  inject=inject, resume=resume_value, input=input_file,
+                                  workers=workers, principal=principal, state_dir=state_dir,
+                                  executor=executor, address=address, session=session,
+                                  stop=stop)
+    finally:
+        if backend is not None:
+            backend.close()
     _report(result, path, as_json, quiet, debug)
     if result.status == "interrupted":
         sys.exit(128 + (received[0] if received else signal.SIGINT))

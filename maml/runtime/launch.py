@@ -27,7 +27,7 @@ from maml.runtime.plan import Plan, build_plan, check_input
 from maml.runtime.policies import effective_policy
 from maml.runtime.clock import Clock
 from maml.runtime.devices.book import DeviceBook
-from maml.runtime.executors.select import workers_per_gpu
+from maml.runtime.executors.select import default_workers, workers_per_gpu
 from maml.runtime.result import RunResult
 from maml.runtime.scheduler import Scheduler
 
@@ -163,10 +163,6 @@ def _health_monitor(doc: Document, inventory: Any, broadcaster: Broadcaster,
     return HealthMonitor(provider, devices=inventory.gpus(), interval=interval,
                          thresholds=load_thresholds(overrides=doc.meta.get("health")),
                          emit=broadcaster.emit, progress_age=progress_age)
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _discover() -> Any:
