@@ -289,8 +289,10 @@ class Service:
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; a run that has ended is left as it is."""
         request = self.request(run_id)
-        if run_id in self._finals:   # ended (its runner thread may not have let go of it yet)
-            return {"run_id": run_id, "cancelled": False, "was": self.run(run_id)["status"]}
+        status = self.run(run_id)["status"]
+        if status in views.FINAL_STATUSES:   # ended, as GET reports it, though its runner
+            # thread may not have let go of it yet: cancelling now would say "running"
+            return {"run_id": run_id, "cancelled": False, "was": status}
         where = self.runner.cancel(run_id)
         if where == "queued":
             self._parsed.pop(run_id, None)
