@@ -21,6 +21,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from maml.document.model import Document
@@ -71,8 +72,10 @@ class Plan:
                     children[need].append(step.id)
             self.dependents = {sid: tuple(c) for sid, c in children.items()}
 
-    @property
+    @cached_property
     def doc_dir(self) -> str:
+        """The document's directory, absolute as of planning (once: abspath calls getcwd,
+        and every attempt's StepSpec asks)."""
         return os.path.dirname(os.path.abspath(self.path)) if self.path else "."
 
     def sinks(self) -> list[str]:
