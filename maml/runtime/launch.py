@@ -100,14 +100,10 @@ def _backend(doc: Document, workers: int | None, executor: str | None,
     """The backend a run owns: a RayBackend (connected now) when the run goes to Ray
     (maml.runtime.executors.select), else the local worker pool, whose first worker
     starts now."""
-    from maml.runtime.executors.select import cluster_backend
+    from maml.runtime.executors.select import cluster_backend, local_backend
 
     cluster = cluster_backend(doc.meta.get("executor"), executor, address, workers)
-    if cluster is not None:
-        return cluster
-    from maml.runtime.executors.local import LocalBackend
-
-    return LocalBackend({"cpu": workers or default_workers()})
+    return cluster if cluster is not None else local_backend(workers)
 
 
 def first_wave(plan: Plan, slots: Mapping[str, int]) -> int:

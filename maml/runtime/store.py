@@ -122,10 +122,7 @@ class RunStore:
             pass
 
     def ending(self) -> dict[str, Any] | None:
-        from maml.runtime.checkpoint import read_json
-
-        ending = read_json(self.run_dir / "ending.json")
-        return ending if isinstance(ending, dict) else None
+        return self._read_object("ending.json")
 
     def status(self, *, active: bool) -> str:
         """running (a live process holds the run's lock), else how it last ended, else
@@ -136,10 +133,15 @@ class RunStore:
         return str(ending.get("status")) if ending else "unfinished"
 
     def manifest(self) -> dict[str, Any] | None:
+        return self._read_object("manifest.json")
+
+    def _read_object(self, name: str) -> dict[str, Any] | None:
+        """The JSON object in the run dir's file `name`; None if missing, unreadable or
+        not an object."""
         from maml.runtime.checkpoint import read_json
 
-        manifest = read_json(self.run_dir / "manifest.json")
-        return manifest if isinstance(manifest, dict) else None
+        value = read_json(self.run_dir / name)
+        return value if isinstance(value, dict) else None
 
     def lock(self) -> None:
         """Hold the run's lock for the life of this process (or `close`); UsageError naming

@@ -96,6 +96,12 @@ def early_local_backend(flag: str | None, address: str | None, workers: int | No
     document does not ask for Ray either (`runs_locally`), and closes it."""
     if choose_executor(flag, address, None).kind != "local":
         return None
+    return local_backend(workers)
+
+
+def local_backend(workers: int | None) -> Any:
+    """The local worker pool with `workers` CPU slots (default_workers() for None); its
+    first worker starts now."""
     from maml.runtime.executors.local import LocalBackend
 
     return LocalBackend({"cpu": workers or default_workers()})
